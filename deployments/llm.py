@@ -1,0 +1,42 @@
+"""LLM deployment: owns one chat engine (vLLM) and streams replies through its handle."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from ray import serve
+
+from salesagent.engine import ChatEngine, Message, VLLMChatEngine
+from salesagent.settings import LLMSettings
+
+
+@serve.deployment(
+    ray_actor_options={"num_cpus": 1},
+    # A replica takes 15-40 s to load the model; Serve must not give up on it.
+    health_check_period_s=10,
+    health_check_timeout_s=30,
+    graceful_shutdown_timeout_s=20,
+    max_ongoing_requests=32,
+)
+class LLMDeployment:
+    def __init__(self, settings: LLMSettings, engine: ChatEngine | None = None):
+        # `engine` lets a test inject a faulty engine; production builds vLLM from settings.
+        self._engine = engine or VLLMChatEngine(settings)
+
+    async def stream(
+        self, messages: list[Message], max_tokens: int | None = None
+    ) -> AsyncIterator[str]:
+        async for delta in self._engine.stream_chat(messages, max_tokens):
+            yield delta
+
+    async def choose(self, messages: list[Message], choices: list[str]) -> str:
+        return await self._engine.choose(messages, choices)
+
+    async def ready(self) -> str:
+        """Answers only when the engine is up: the ingress uses it for /health and for 503s."""
+        await self._engine.check_health()
+        return self._engine.describe()
+
+    async def check_health(self) -> None:
+        # Serve calls this periodically; a dead engine makes Serve replace the replica.
+        await self._engine.check_health()

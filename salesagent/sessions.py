@@ -1,0 +1,200 @@
+"""Call sessions in Redis: one hash of call fields and one list of history entries per call.
+
+Writes that belong together happen in one step: a turn's customer and agent entries,
+and the end of the call, go through a Lua script that first checks the call is still
+active, so a turn is stored whole or not at all. Turns on one call are serialized
+by `turn_lock` (a Redis lock, so it holds across ingress replicas).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from datetime import UTC, datetime
+from enum import StrEnum
+
+import redis.asyncio as aioredis
+from pydantic import BaseModel
+from redis.exceptions import LockError
+
+from salesagent.settings import RedisSettings
+
+KEY_PREFIX = "sales:call:"
+
+
+class Speaker(StrEnum):
+    AGENT = "agent"
+    CUSTOMER = "customer"
+
+
+class HistoryEntry(BaseModel):
+    speaker: Speaker
+    text: str
+    timestamp: str
+
+
+class CallSession(BaseModel):
+    call_id: str
+    customer_name: str
+    phone_number: str
+    history: list[HistoryEntry]
+    is_active: bool
+    start_time: str
+    end_time: str | None
+
+
+class CallNotFound(Exception):
+    """No such call, or (for writes) the call has already ended."""
+
+    def __init__(self, call_id: str):
+        super().__init__(f"Call {call_id[:64]} not found or already ended")
+
+
+class CallBusy(Exception):
+    """Another turn held the call's lock for longer than we were willing to wait."""
+
+    def __init__(self, call_id: str):
+        super().__init__(f"Call {call_id} is busy with another turn; retry shortly")
+
+
+def utc_now() -> str:
+    """ISO-8601 UTC with millisecond precision and a Z suffix."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def entry(speaker: Speaker, text: str) -> HistoryEntry:
+    return HistoryEntry(speaker=speaker, text=text, timestamp=utc_now())
+
+
+# KEYS: call hash, history list. ARGV: end ("1"/"0"), end_time, ttl_active, ttl_ended, entries...
+# Returns 0 when the call is missing or already ended (nothing is written), else 1.
+_APPEND_TURN = """
+if redis.call('HGET', KEYS[1], 'is_active') ~= '1' then return 0 end
+for i = 5, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+local ttl = tonumber(ARGV[3])
+if ARGV[1] == '1' then
+  redis.call('HSET', KEYS[1], 'is_active', '0', 'end_time', ARGV[2])
+  ttl = tonumber(ARGV[4])
+end
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('EXPIRE', KEYS[2], ttl)
+return 1
+"""
+
+
+class SessionStore:
+    def __init__(self, settings: RedisSettings, client: aioredis.Redis | None = None):
+        self._settings = settings
+        self._redis = client or aioredis.from_url(
+            settings.url,
+            decode_responses=True,
+            socket_timeout=settings.socket_timeout_s,
+            socket_connect_timeout=settings.socket_timeout_s,
+        )
+        self._append_turn = self._redis.register_script(_APPEND_TURN)
+
+    @staticmethod
+    def _keys(call_id: str) -> tuple[str, str]:
+        return f"{KEY_PREFIX}{call_id}", f"{KEY_PREFIX}{call_id}:history"
+
+    async def ping(self) -> bool:
+        return bool(await self._redis.ping())
+
+    async def create(
+        self, customer_name: str, phone_number: str, first_message: str
+    ) -> CallSession:
+        call_id = str(uuid.uuid4())
+        first = entry(Speaker.AGENT, first_message)
+        call_key, history_key = self._keys(call_id)
+        ttl = self._settings.idle_call_ttl_s
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                call_key,
+                mapping={
+                    "customer_name": customer_name,
+                    "phone_number": phone_number,
+                    "is_active": "1",
+                    "start_time": first.timestamp,
+                    "end_time": "",
+                },
+            )
+            pipe.rpush(history_key, first.model_dump_json())
+            pipe.expire(call_key, ttl)
+            pipe.expire(history_key, ttl)
+            await pipe.execute()
+        return CallSession(
+            call_id=call_id,
+            customer_name=customer_name,
+            phone_number=phone_number,
+            history=[first],
+            is_active=True,
+            start_time=first.timestamp,
+            end_time=None,
+        )
+
+    async def get(self, call_id: str) -> CallSession:
+        call_key, history_key = self._keys(call_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(call_key)
+            pipe.lrange(history_key, 0, -1)
+            fields, raw_history = await pipe.execute()
+        if not fields:
+            raise CallNotFound(call_id)
+        return CallSession(
+            call_id=call_id,
+            customer_name=fields["customer_name"],
+            phone_number=fields["phone_number"],
+            history=[HistoryEntry.model_validate_json(item) for item in raw_history],
+            is_active=fields["is_active"] == "1",
+            start_time=fields["start_time"],
+            end_time=fields["end_time"] or None,
+        )
+
+    async def get_active(self, call_id: str) -> CallSession:
+        session = await self.get(call_id)
+        if not session.is_active:
+            raise CallNotFound(call_id)
+        return session
+
+    async def append_turn(
+        self, call_id: str, entries: list[HistoryEntry], end_call: bool = False
+    ) -> str | None:
+        """Store a turn's entries (and the end of the call) atomically; returns the end time."""
+        end_time = utc_now() if end_call else ""
+        stored = await self._append_turn(
+            keys=list(self._keys(call_id)),
+            args=[
+                "1" if end_call else "0",
+                end_time,
+                self._settings.idle_call_ttl_s,
+                self._settings.ended_call_ttl_s,
+                *(e.model_dump_json() for e in entries),
+            ],
+        )
+        if not stored:
+            raise CallNotFound(call_id)
+        return end_time or None
+
+    async def end(self, call_id: str) -> str | None:
+        """End an active call without adding history (a client hung up)."""
+        return await self.append_turn(call_id, [], end_call=True)
+
+    @asynccontextmanager
+    async def turn_lock(self, call_id: str) -> AsyncIterator[None]:
+        """Serialize turns on one call, across every ingress replica."""
+        lock = self._redis.lock(
+            f"{KEY_PREFIX}{call_id}:lock",
+            timeout=self._settings.turn_lock_ttl_s,
+            blocking_timeout=self._settings.turn_lock_wait_s,
+        )
+        if not await lock.acquire():
+            raise CallBusy(call_id)
+        try:
+            yield
+        finally:
+            with suppress(LockError):  # expired while held; the next turn already owns it
+                await lock.release()
+
+    async def close(self) -> None:
+        await self._redis.aclose()

@@ -1,0 +1,99 @@
+"""One settings object for the whole service: environment variables, then the Serve config's args.
+
+`Settings()` reads `SALES_*` environment variables (nested with `__`, for example
+`SALES_LLM__MAX_TOKENS=64`); `Settings.from_args(args)` lays the Serve config's
+`args` mapping over that. The resolved object is handed to every deployment, so a
+replica never depends on the environment of the node it lands on.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+APP_TITLE = "AI Voice Sales Agent (Qwen LLM)"
+APP_VERSION = "0.4.0"
+
+
+def default_model_cache() -> Path:
+    """Where prepared models live: $SALES_MODEL_CACHE, else the user's cache folder."""
+    if configured := os.environ.get("SALES_MODEL_CACHE"):
+        return Path(configured)
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "voice-sales-agent" / "models"
+
+
+def default_llm_model() -> str:
+    """The Qwen folder that `python -m salesagent.models` prepares."""
+    from salesagent.models import QWEN_FOLDER_NAME
+
+    return str(default_model_cache() / QWEN_FOLDER_NAME)
+
+
+class LLMSettings(BaseModel):
+    """vLLM engine args and sampling defaults. `model` is a local folder (no hub at run time)."""
+
+    model: str = Field(default_factory=default_llm_model)
+    dtype: str = "bfloat16"
+    max_model_len: int = 2048
+    # GPU: the share of the GPU's memory vLLM may take; keep it within the replica's num_gpus.
+    gpu_memory_utilization: float = 0.85
+    # CPU: KV cache size in whole GiB (vLLM reserves ~20 GB when this is unset).
+    kv_cache_space_gib: int = 1
+    max_num_seqs: int = 16
+    enforce_eager: bool = True
+    max_tokens: int = 80
+    temperature: float = 0.6
+    top_p: float = 0.9
+    seed: int = 0
+    # A turn that takes longer than this fails with 503 instead of hanging the caller.
+    request_timeout_s: float = 120.0
+
+
+class RedisSettings(BaseModel):
+    url: str = "redis://127.0.0.1:6379/0"
+    # Ended calls are kept this long, then Redis expires them.
+    ended_call_ttl_s: int = 7 * 24 * 3600
+    # A call nobody touches for this long is expired too (an abandoned dialer session).
+    idle_call_ttl_s: int = 24 * 3600
+    # Turns on one call are serialized by a Redis lock: how long to wait for it, and how
+    # long a holder may keep it (it must outlast the slowest LLM turn).
+    turn_lock_wait_s: float = 300.0
+    turn_lock_ttl_s: float = 180.0
+    socket_timeout_s: float = 5.0
+
+
+class ConversationSettings(BaseModel):
+    max_message_chars: int = 2000
+    # How many most recent history entries go into the prompt (the catalog always does).
+    prompt_history_entries: int = 16
+    # Replies are spoken: at most this many sentences.
+    max_reply_sentences: int = 2
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SALES_", env_nested_delimiter="__")
+
+    app_title: str = APP_TITLE
+    app_version: str = APP_VERSION
+    catalog_path: str = ""  # empty: the catalog shipped in the package
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    conversation: ConversationSettings = Field(default_factory=ConversationSettings)
+    # /health answers within this bound even when a deployment is pending or dead.
+    health_timeout_s: float = 1.5
+
+    @classmethod
+    def from_args(cls, args: dict[str, Any] | None = None) -> Settings:
+        """Environment first, then the Serve config's args, merged section by section."""
+        base = cls().model_dump()
+        for key, value in (args or {}).items():
+            if isinstance(value, dict) and isinstance(base.get(key), dict):
+                base[key] = {**base[key], **value}
+            else:
+                base[key] = value
+        return cls.model_validate(base)

@@ -1,0 +1,92 @@
+"""The turn workflow over real Redis, with LLM faults injected by a scripted client."""
+
+import pytest
+
+from salesagent.catalog import load_catalog
+from salesagent.conversation import FALLBACK_REPLY, CustomerIntent
+from salesagent.service import LLMUnavailable, SalesCallService
+from salesagent.sessions import SessionStore
+from salesagent.settings import ConversationSettings, RedisSettings
+
+
+class ScriptedLLM:
+    """Plays back fixed replies; `fail_after` deltas it raises, as a dying replica would."""
+
+    def __init__(self, replies, intent="continue", fail_after=None):
+        self.replies = list(replies)
+        self.intent = intent
+        self.fail_after = fail_after
+        self.closed_early = 0
+
+    async def ready(self):
+        return "scripted"
+
+    async def choose(self, messages, choices):
+        return self.intent
+
+    async def stream(self, messages, max_tokens=None):
+        words = self.replies.pop(0).split(" ")
+        sent = 0
+        try:
+            for i, word in enumerate(words):
+                if self.fail_after is not None and i == self.fail_after:
+                    raise LLMUnavailable("replica died")
+                sent += 1
+                yield word if i == 0 else " " + word
+        finally:
+            if sent < len(words):
+                self.closed_early += 1
+
+
+@pytest.fixture()
+async def store(redis_server):
+    s = SessionStore(RedisSettings(url=redis_server.url))
+    yield s
+    await s.close()
+
+
+def service(store, llm):
+    return SalesCallService(store, llm, load_catalog(), ConversationSettings())
+
+
+async def test_turn_stores_customer_and_agent_entries(store):
+    svc = service(store, ScriptedLLM(["It runs twelve weeks. Want details? And more text."]))
+    call = await svc.start_call("John Doe", "555")
+    turn = await svc.respond(call.call_id, "How long is it?")
+    assert turn.reply == "It runs twelve weeks. Want details?"
+    assert not turn.should_end_call and turn.intent is CustomerIntent.CONTINUE
+    history = (await store.get(call.call_id)).history
+    assert [(e.speaker, e.text) for e in history[1:]] == [
+        ("customer", "How long is it?"),
+        ("agent", "It runs twelve weeks. Want details?"),
+    ]
+
+
+async def test_generation_stops_once_the_reply_is_long_enough(store):
+    llm = ScriptedLLM(["One. Two. Three four five six seven."])
+    svc = service(store, llm)
+    call = await svc.start_call("John", "555")
+    await svc.respond(call.call_id, "hi")
+    assert llm.closed_early == 1
+
+
+async def test_llm_failure_mid_turn_stores_nothing(store):
+    svc = service(store, ScriptedLLM(["This reply will break"], fail_after=2))
+    call = await svc.start_call("John", "555")
+    with pytest.raises(LLMUnavailable):
+        await svc.respond(call.call_id, "hello?")
+    assert len((await store.get(call.call_id)).history) == 1  # no half-written turn
+
+
+async def test_unusable_output_is_retried_then_replaced(store):
+    svc = service(store, ScriptedLLM(["Customer: hi", "Customer: again"]))
+    call = await svc.start_call("John", "555")
+    assert (await svc.respond(call.call_id, "hello?")).reply == FALLBACK_REPLY
+
+
+async def test_ending_intent_ends_the_call(store):
+    svc = service(store, ScriptedLLM(["Understood, goodbye."], intent="do_not_call"))
+    call = await svc.start_call("John", "555")
+    turn = await svc.respond(call.call_id, "Never call me again.")
+    assert turn.should_end_call
+    assert not (await store.get(call.call_id)).is_active

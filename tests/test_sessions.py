@@ -1,0 +1,78 @@
+"""Call sessions against a real Redis server."""
+
+import asyncio
+import uuid
+
+import pytest
+
+from salesagent.sessions import CallBusy, CallNotFound, SessionStore, Speaker, entry
+from salesagent.settings import RedisSettings
+
+
+@pytest.fixture()
+async def store(redis_server):
+    s = SessionStore(RedisSettings(url=redis_server.url, ended_call_ttl_s=600, idle_call_ttl_s=900))
+    yield s
+    await s.close()
+
+
+async def test_create_and_read_back(store):
+    created = await store.create("John Doe", "123-456-7890", "Hi John")
+    uuid.UUID(created.call_id, version=4)
+    read = await store.get(created.call_id)
+    assert read == created
+    assert read.is_active and read.end_time is None
+    assert read.history[0].speaker is Speaker.AGENT
+    assert read.start_time.endswith("Z") and "T" in read.start_time
+
+
+async def test_append_turn_and_end_call_atomically(store, redis_server):
+    call = await store.create("Jane", "555", "Hello")
+    turn = [entry(Speaker.CUSTOMER, "hi"), entry(Speaker.AGENT, "hello again")]
+    assert await store.append_turn(call.call_id, turn) is None
+    end_time = await store.append_turn(
+        call.call_id, [entry(Speaker.CUSTOMER, "bye"), entry(Speaker.AGENT, "goodbye")], True
+    )
+    read = await store.get(call.call_id)
+    assert [e.text for e in read.history] == ["Hello", "hi", "hello again", "bye", "goodbye"]
+    assert not read.is_active and read.end_time == end_time
+    # Ended calls are kept for the configured time, then Redis expires them.
+    ttl = await store._redis.ttl(f"sales:call:{call.call_id}")
+    assert 590 < ttl <= 600
+
+
+async def test_ended_or_unknown_call_refuses_writes_and_keeps_history(store):
+    call = await store.create("Jane", "555", "Hello")
+    await store.end(call.call_id)
+    with pytest.raises(CallNotFound):
+        await store.append_turn(call.call_id, [entry(Speaker.CUSTOMER, "late")])
+    with pytest.raises(CallNotFound):
+        await store.get_active(call.call_id)
+    assert [e.text for e in (await store.get(call.call_id)).history] == ["Hello"]
+    with pytest.raises(CallNotFound):
+        await store.get(str(uuid.uuid4()))
+
+
+async def test_turn_lock_serializes_turns(store):
+    call = await store.create("Jane", "555", "Hello")
+    order: list[str] = []
+
+    async def turn(name: str):
+        async with store.turn_lock(call.call_id):
+            order.append(f"{name}-in")
+            await asyncio.sleep(0.05)
+            order.append(f"{name}-out")
+
+    await asyncio.gather(*(turn(str(i)) for i in range(5)))
+    # No two turns overlap: every "in" is followed by its own "out".
+    assert all(order[i][:-3] == order[i + 1][:-4] for i in range(0, len(order), 2))
+
+
+async def test_turn_lock_gives_up_after_its_wait(redis_server):
+    impatient = SessionStore(RedisSettings(url=redis_server.url, turn_lock_wait_s=0.2))
+    call = await impatient.create("Jane", "555", "Hello")
+    async with impatient.turn_lock(call.call_id):
+        with pytest.raises(CallBusy):
+            async with impatient.turn_lock(call.call_id):
+                pass
+    await impatient.close()
