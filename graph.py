@@ -13,10 +13,16 @@ from ray.serve import Application
 
 from deployments.ingress import SalesIngress
 from deployments.llm import LLMDeployment
+from deployments.stt import STTDeployment
+from deployments.tts import TTSDeployment
 from salesagent.settings import Settings
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
     settings = Settings.from_args(args)
-    llm = LLMDeployment.bind(settings.llm)
-    return SalesIngress.bind(settings, llm)
+    return SalesIngress.bind(
+        settings,
+        LLMDeployment.bind(settings.llm),
+        STTDeployment.bind(settings.stt),
+        TTSDeployment.bind(settings.tts),
+    )

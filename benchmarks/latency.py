@@ -9,14 +9,10 @@ Bounded: at most --calls x --turns requests, each with a 120 s timeout.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import statistics
 import time
-from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
+from common import summarize, write_results
 
 API = "/api/v1/sales"
 LINES = [
@@ -27,17 +23,6 @@ LINES = [
     "What kind of projects would I build?",
     "Can I attend in the evenings?",
 ]
-
-
-def summary(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return {
-        "n": len(ordered),
-        "p50_s": round(statistics.median(ordered), 3),
-        "p95_s": round(p95, 3),
-        "max_s": round(ordered[-1], 3),
-    }
 
 
 def main() -> None:
@@ -71,25 +56,18 @@ def main() -> None:
                     break
 
     results = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "url": args.url,
-        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
         "calls": args.calls,
         "turns_per_call": args.turns,
-        "start_call": summary(timings["start_call"]),
-        "respond": summary(timings["respond"]),
+        "start_call_s": summarize(timings["start_call"]),
+        "respond_s": summarize(timings["respond"]),
     }
-    for name in ("start_call", "respond"):
+    for name in ("start_call_s", "respond_s"):
         s = results[name]
         print(
-            f"{name:10s} n={s['n']:3d}  p50 {s['p50_s']:.3f} s  p95 {s['p95_s']:.3f} s  "
-            f"max {s['max_s']:.3f} s"
+            f"{name:12s} n={s['n']:3d}  p50 {s['p50']:.3f}  p95 {s['p95']:.3f}  max {s['max']:.3f}"
         )
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    path = out / f"latency-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {path}")
+    print(f"wrote {write_results('latency', results)}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,7 @@
-"""Ingress deployment: the FastAPI app of the contract, over `SalesCallService`.
+"""Ingress deployment: the FastAPI app of the contract (REST and WebSocket).
 
-HTTP concerns only: parse, call the service, map its exceptions to statuses. The
-LLM is reached through its deployment handle, wrapped so that every failure or
-timeout surfaces as `LLMUnavailable` (503).
+HTTP concerns only: parse, call `SalesCallService`, map its exceptions to statuses.
+The model deployments are reached through the clients in `deployments.clients`.
 """
 
 from __future__ import annotations
@@ -10,17 +9,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from contextlib import suppress
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, UploadFile, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from redis.exceptions import RedisError
 
+from deployments.clients import ServeLLMClient, ServeSTTClient, ServeTTSClient
+from salesagent.audio import AudioError, AudioTooLarge, decode_audio
 from salesagent.catalog import load_catalog
-from salesagent.engine import Message
 from salesagent.schemas import (
     ErrorResponse,
     HealthResponse,
@@ -29,57 +29,20 @@ from salesagent.schemas import (
     StartCallRequest,
     StartCallResponse,
 )
-from salesagent.service import LLMUnavailable, SalesCallService
+from salesagent.service import (
+    LLMUnavailable,
+    NoSpeech,
+    SalesCallService,
+    STTFailed,
+    STTUnavailable,
+    TTSFailed,
+)
 from salesagent.sessions import CallBusy, CallNotFound, CallSession, SessionStore
 from salesagent.settings import Settings
+from salesagent.voice_chat import VoiceChat
 
 API_PREFIX = "/api/v1/sales"
 logger = logging.getLogger("salesagent.ingress")
-
-
-class ServeLLMClient:
-    """`LLMClient` over the LLM deployment's handle, with timeouts."""
-
-    def __init__(self, handle: DeploymentHandle, timeout_s: float, ready_timeout_s: float):
-        self._handle = handle
-        self._timeout_s = timeout_s
-        self._ready_timeout_s = ready_timeout_s
-
-    async def stream(
-        self, messages: list[Message], max_tokens: int | None = None
-    ) -> AsyncIterator[str]:
-        responses = self._handle.options(stream=True).stream.remote(messages, max_tokens)
-        try:
-            while True:
-                try:
-                    delta = await asyncio.wait_for(anext(responses), self._timeout_s)
-                except StopAsyncIteration:
-                    return
-                yield delta
-        except Exception as exc:  # timeouts, dead replicas, engine errors
-            raise LLMUnavailable(_describe(exc)) from exc
-        finally:
-            responses.cancel()  # stops generation when the caller has enough
-
-    async def choose(self, messages: list[Message], choices: list[str]) -> str:
-        return await self._call(self._handle.choose.remote(messages, choices), self._timeout_s)
-
-    async def ready(self) -> str:
-        return await self._call(self._handle.ready.remote(), self._ready_timeout_s)
-
-    @staticmethod
-    async def _call(response, timeout_s: float):
-        try:
-            return await asyncio.wait_for(response, timeout_s)
-        except Exception as exc:  # timeouts, dead replicas, engine errors: all mean "not available"
-            response.cancel()
-            raise LLMUnavailable(_describe(exc)) from exc
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "LLM service unavailable: no answer in time"
-    return f"LLM service unavailable: {type(exc).__name__}"
 
 
 app = FastAPI(
@@ -104,10 +67,16 @@ async def _bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
 
 
 # Domain exceptions and the status each means; the body's detail is the exception's message.
+# Checked in order: the first class the exception is an instance of decides.
 _STATUS_OF: dict[type[Exception], int] = {
+    AudioTooLarge: 413,
+    AudioError: 400,
+    NoSpeech: 400,
     CallNotFound: 404,
     CallBusy: 409,
+    STTFailed: 500,
     LLMUnavailable: 503,
+    STTUnavailable: 503,
 }
 
 
@@ -133,15 +102,37 @@ def _checked_call_id(call_id: str) -> str:
         raise CallNotFound(call_id) from None
 
 
+async def _probe(ready, unavailable: type[Exception]) -> tuple[str, str]:
+    # Defined above the class: Serve pickles the ingress class when it is decorated.
+    try:
+        return "ok", f"ready ({await ready})"
+    except unavailable as exc:
+        return "critical_issue", f"not ready: {exc}"
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0.2}, max_ongoing_requests=256)
 @serve.ingress(app)
 class SalesIngress:
-    def __init__(self, settings: Settings, llm: DeploymentHandle):
+    def __init__(
+        self,
+        settings: Settings,
+        llm: DeploymentHandle,
+        stt: DeploymentHandle,
+        tts: DeploymentHandle,
+    ):
         self.settings = settings
         self.store = SessionStore(settings.redis)
-        self.llm = ServeLLMClient(llm, settings.llm.request_timeout_s, settings.health_timeout_s)
+        timeout, ready_timeout = settings.llm.request_timeout_s, settings.health_timeout_s
+        self.llm = ServeLLMClient(llm, timeout, ready_timeout)
+        self.stt = ServeSTTClient(stt, timeout, ready_timeout)
+        self.tts = ServeTTSClient(tts, timeout, ready_timeout)
         self.service = SalesCallService(
-            self.store, self.llm, load_catalog(settings.catalog_path), settings.conversation
+            self.store,
+            self.llm,
+            load_catalog(settings.catalog_path),
+            settings.conversation,
+            stt=self.stt,
+            tts=self.tts,
         )
 
     @app.post(f"{API_PREFIX}/start-call", status_code=201, response_model=StartCallResponse)
@@ -160,6 +151,27 @@ class SalesIngress:
         turn = await self.service.respond(_checked_call_id(call_id), message)
         return RespondResponse(reply=turn.reply, should_end_call=turn.should_end_call)
 
+    @app.post(f"{API_PREFIX}/respond-audio/{{call_id}}", response_model=RespondResponse)
+    async def respond_audio(self, call_id: str, audio_file: UploadFile) -> RespondResponse:
+        """The customer's speech as a file (WAV, MP3, OGG/Opus, WebM/Opus, ...)."""
+        call_id = _checked_call_id(call_id)
+        limits = self.settings.audio
+        data = await audio_file.read(limits.max_bytes + 1)  # never more than one byte too many
+        decoded = await asyncio.to_thread(
+            decode_audio, data, max_bytes=limits.max_bytes, max_seconds=limits.max_seconds
+        )
+        text = await self.service.transcribe(call_id, decoded.samples)
+        turn = await self.service.respond(call_id, text)
+        return RespondResponse(reply=turn.reply, should_end_call=turn.should_end_call)
+
+    @app.websocket("/ws/voice-chat/{call_id}")
+    @app.websocket(f"{API_PREFIX}/ws/voice-chat/{{call_id}}")
+    async def voice_chat(self, websocket: WebSocket, call_id: str) -> None:
+        await websocket.accept()
+        with suppress(CallNotFound):  # VoiceChat answers it with an error and code 1008
+            call_id = _checked_call_id(call_id)
+        await VoiceChat(websocket, call_id, self.service, self.settings.audio).run()
+
     @app.get(f"{API_PREFIX}/conversation/{{call_id}}", response_model=CallSession)
     async def conversation(self, call_id: str) -> CallSession:
         return await self.service.conversation(_checked_call_id(call_id))
@@ -167,24 +179,27 @@ class SalesIngress:
     @app.get("/health", response_model=HealthResponse)
     @app.get(f"{API_PREFIX}/health", response_model=HealthResponse)
     async def health(self) -> HealthResponse:
-        """Asks the LLM deployment and Redis, each within the health bound, at the same time."""
-        llm, store = await asyncio.gather(self._llm_health(), self._store_health())
-        healthy = llm[0] == "ok" and store[0] == "ok"
+        """Asks every deployment and Redis, each within the health bound, at the same time."""
+        llm, stt, tts, store = await asyncio.gather(
+            _probe(self.llm.ready(), LLMUnavailable),
+            _probe(self.stt.ready(), STTUnavailable),
+            _probe(self.tts.ready(), TTSFailed),
+            self._store_health(),
+        )
+        healthy = all(status == "ok" for status, _ in (llm, stt, tts, store))
         return HealthResponse(
             status="ok" if healthy else "issues_present",
             app_title=self.settings.app_title,
             app_version=self.settings.app_version,
             llm_service_status=llm[0],
             llm_service_details=llm[1],
+            stt_service_status=stt[0],
+            stt_service_details=stt[1],
+            tts_service_status=tts[0],
+            tts_service_details=tts[1],
             session_store_status=store[0],
             session_store_details=store[1],
         )
-
-    async def _llm_health(self) -> tuple[str, str]:
-        try:
-            return "ok", f"ready ({await self.llm.ready()})"
-        except LLMUnavailable as exc:
-            return "critical_issue", f"not ready: {exc}"
 
     async def _store_health(self) -> tuple[str, str]:
         try:

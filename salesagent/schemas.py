@@ -41,6 +41,10 @@ class HealthResponse(BaseModel):
     app_version: str
     llm_service_status: str  # "ok" or "critical_issue"
     llm_service_details: str
+    stt_service_status: str
+    stt_service_details: str
+    tts_service_status: str
+    tts_service_details: str
     session_store_status: str
     session_store_details: str
 

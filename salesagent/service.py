@@ -1,7 +1,7 @@
-"""The call workflow: start a call, take a customer turn, read a conversation.
+"""The call workflow: start a call, take a customer turn (text or speech), read a conversation.
 
-Plain async code over a `SessionStore` and an `LLMClient`; the ingress deployment
-maps its exceptions to HTTP statuses.
+Plain async code over a `SessionStore` and clients of the LLM, STT and TTS deployments;
+the ingress maps its exceptions to HTTP statuses and WebSocket messages.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Protocol
+
+import numpy as np
 
 from salesagent.catalog import Catalog
 from salesagent.conversation import (
@@ -25,10 +27,27 @@ from salesagent.conversation import (
 )
 from salesagent.sessions import CallSession, HistoryEntry, SessionStore, Speaker, entry
 from salesagent.settings import ConversationSettings
+from salesagent.stt import Transcript
 
 
 class LLMUnavailable(Exception):
     """The LLM deployment is not ready, timed out or failed."""
+
+
+class STTUnavailable(Exception):
+    """The STT deployment is not ready or did not answer in time."""
+
+
+class STTFailed(Exception):
+    """The STT engine raised while transcribing."""
+
+
+class NoSpeech(Exception):
+    """The audio decoded, but nothing was said in it."""
+
+
+class TTSFailed(Exception):
+    """The TTS deployment failed or is unavailable; callers fall back to text."""
 
 
 class LLMClient(Protocol):
@@ -39,6 +58,16 @@ class LLMClient(Protocol):
     async def choose(self, messages: list[Message], choices: list[str]) -> str: ...
 
     async def ready(self) -> str: ...
+
+
+class STTClient(Protocol):
+    async def transcribe(self, samples: np.ndarray) -> Transcript: ...
+
+    async def ready(self) -> str: ...
+
+
+class TTSClient(Protocol):
+    async def synthesize(self, text: str) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -55,11 +84,15 @@ class SalesCallService:
         llm: LLMClient,
         catalog: Catalog,
         settings: ConversationSettings,
+        stt: STTClient | None = None,
+        tts: TTSClient | None = None,
     ):
         self.store = store
         self.llm = llm
         self.catalog = catalog
         self.settings = settings
+        self.stt = stt
+        self.tts = tts
 
     async def start_call(self, customer_name: str, phone_number: str) -> CallSession:
         await self.llm.ready()  # a call the agent cannot hold is refused up front (503)
@@ -105,3 +138,20 @@ class SalesCallService:
 
     async def conversation(self, call_id: str) -> CallSession:
         return await self.store.get(call_id)
+
+    async def transcribe(self, call_id: str, samples: np.ndarray) -> str:
+        """The customer's words in `samples` (16 kHz mono), for an active call."""
+        await self.store.get_active(call_id)  # 404 before spending STT time
+        await self.llm.ready()  # no point transcribing a turn nobody can answer
+        transcript = await self.stt.transcribe(samples)
+        text = transcript.text.strip()
+        if not text:
+            raise NoSpeech("No speech was recognized in the audio")
+        return text
+
+    async def speak(self, text: str) -> bytes:
+        """The agent's line as WAV bytes; raises TTSFailed."""
+        return await self.tts.synthesize(text)
+
+    async def end_call(self, call_id: str) -> None:
+        await self.store.end(call_id)

@@ -15,6 +15,9 @@ from typing import Any
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from salesagent.stt import STTSettings
+from salesagent.tts import TTSSettings
+
 APP_TITLE = "AI Voice Sales Agent (Qwen LLM)"
 APP_VERSION = "0.4.0"
 
@@ -75,6 +78,13 @@ class ConversationSettings(BaseModel):
     max_reply_sentences: int = 2
 
 
+class AudioSettings(BaseModel):
+    """Limits on customer audio, for uploads and WebSocket messages alike."""
+
+    max_bytes: int = 10 * 1024 * 1024
+    max_seconds: float = 60.0
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SALES_", env_nested_delimiter="__")
 
@@ -84,6 +94,9 @@ class Settings(BaseSettings):
     llm: LLMSettings = Field(default_factory=LLMSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     conversation: ConversationSettings = Field(default_factory=ConversationSettings)
+    audio: AudioSettings = Field(default_factory=AudioSettings)
+    stt: STTSettings = Field(default_factory=STTSettings)
+    tts: TTSSettings = Field(default_factory=TTSSettings)
     # /health answers within this bound even when a deployment is pending or dead.
     health_timeout_s: float = 1.5
 

@@ -20,7 +20,7 @@ fi
 stamp="$VENV/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "[setup] installing packages (first run: ~3 min)"
-  "$VENV/bin/pip" install -q -e ".[cpu,dev]" 2>&1 | quiet_pip
+  "$VENV/bin/pip" install -q -e ".[cpu,piper,dev]" 2>&1 | quiet_pip
   # vLLM drags in CUDA builds of torchvision, torchaudio and torchcodec that break its
   # import on a CPU-only torch; it needs them only for multimodal models.
   "$VENV/bin/pip" uninstall -y -q torchvision torchaudio torchcodec 2>&1 | quiet_pip

@@ -113,7 +113,11 @@ def serve_instance() -> Iterator[str]:
     port = free_port()
     # Logical CPUs: the apps under test ask for fractions of these, not of the 2 real cores.
     ray.init(_node_ip_address="127.0.0.1", num_cpus=8, include_dashboard=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    # Access logs off: a line per request would bury test failures in CI output.
+    serve.start(
+        http_options={"host": "127.0.0.1", "port": port},
+        logging_config={"enable_access_log": False},
+    )
     yield f"http://127.0.0.1:{port}"
     serve.shutdown()
     ray.shutdown()
@@ -131,6 +135,7 @@ def tiny_args(model_dir: Path, redis_url: str, **llm) -> dict:
             **llm,
         },
         "redis": {"url": redis_url, "turn_lock_wait_s": 120},
+        "stt": {"cpu_threads": 2},
     }
 
 

@@ -10,6 +10,8 @@ from ray.serve.api import _run
 
 from deployments.ingress import SalesIngress
 from deployments.llm import LLMDeployment
+from deployments.stt import STTDeployment
+from deployments.tts import TTSDeployment
 from salesagent.settings import Settings
 from tests.conftest import API, tiny_args, wait_until
 
@@ -20,8 +22,15 @@ def pending_llm_app(serve_instance, redis_server, tiny_model_dir):
     pending forever while the ingress answers, as on a cluster short of GPUs."""
     settings = Settings.from_args(tiny_args(tiny_model_dir, redis_server.url))
     llm = LLMDeployment.options(ray_actor_options={"num_cpus": 0.1, "num_gpus": 1})
+    stt = STTDeployment.options(ray_actor_options={"num_cpus": 0.1, "num_gpus": 1})
+    ingress = SalesIngress.bind(
+        settings,
+        llm.bind(settings.llm),
+        stt.bind(settings.stt),
+        TTSDeployment.bind(settings.tts),
+    )
     _run(
-        SalesIngress.bind(settings, llm.bind(settings.llm)),
+        ingress,
         name="nollm",
         route_prefix="/nollm",
         _blocking=False,

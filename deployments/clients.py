@@ -1,0 +1,90 @@
+"""Clients of the model deployments, over their Serve handles, as the service expects them.
+
+Every call has a timeout, and every failure surfaces as the service's own exception:
+a replica that is missing, dead or slow means "unavailable" (503), while an error the
+STT engine raised (a `RayTaskError`) means that transcription itself failed (500).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import numpy as np
+from ray.exceptions import RayTaskError
+from ray.serve.handle import DeploymentHandle, DeploymentResponse
+
+from salesagent.engine import Message
+from salesagent.service import LLMUnavailable, STTFailed, STTUnavailable, TTSFailed
+from salesagent.stt import Transcript
+
+
+class _DeploymentClient:
+    """Timeouts and error mapping shared by the clients; subclasses name their error."""
+
+    def __init__(self, handle: DeploymentHandle, timeout_s: float, ready_timeout_s: float):
+        self._handle = handle
+        self._timeout_s = timeout_s
+        self._ready_timeout_s = ready_timeout_s
+
+    def _error(self, exc: Exception) -> Exception:
+        raise NotImplementedError
+
+    async def _call(self, response: DeploymentResponse, timeout_s: float | None = None):
+        try:
+            return await asyncio.wait_for(response, timeout_s or self._timeout_s)
+        except Exception as exc:  # timeouts, missing or dead replicas, engine errors
+            response.cancel()
+            raise self._error(exc) from exc
+
+    async def ready(self) -> str:
+        """Answers only when a replica is up, within the health bound."""
+        return await self._call(self._handle.ready.remote(), self._ready_timeout_s)
+
+
+def _unavailable(service: str, exc: Exception) -> str:
+    reason = "no answer in time" if isinstance(exc, TimeoutError) else type(exc).__name__
+    return f"{service} service unavailable: {reason}"
+
+
+class ServeLLMClient(_DeploymentClient):
+    def _error(self, exc: Exception) -> Exception:
+        return LLMUnavailable(_unavailable("LLM", exc))
+
+    async def stream(
+        self, messages: list[Message], max_tokens: int | None = None
+    ) -> AsyncIterator[str]:
+        responses = self._handle.options(stream=True).stream.remote(messages, max_tokens)
+        try:
+            while True:
+                try:
+                    delta = await asyncio.wait_for(anext(responses), self._timeout_s)
+                except StopAsyncIteration:
+                    return
+                yield delta
+        except Exception as exc:
+            raise self._error(exc) from exc
+        finally:
+            responses.cancel()  # stops generation when the caller has enough
+
+    async def choose(self, messages: list[Message], choices: list[str]) -> str:
+        return await self._call(self._handle.choose.remote(messages, choices))
+
+
+class ServeSTTClient(_DeploymentClient):
+    def _error(self, exc: Exception) -> Exception:
+        if isinstance(exc, RayTaskError):
+            return STTFailed(f"STT failed: {exc.cause!r}"[:300])
+        return STTUnavailable(_unavailable("STT", exc))
+
+    async def transcribe(self, samples: np.ndarray) -> Transcript:
+        await self.ready()  # tells "unavailable" (503) apart from a slow transcription
+        return await self._call(self._handle.transcribe.remote(samples))
+
+
+class ServeTTSClient(_DeploymentClient):
+    def _error(self, exc: Exception) -> Exception:
+        return TTSFailed(f"TTS failed: {type(exc).__name__}")
+
+    async def synthesize(self, text: str) -> bytes:
+        return await self._call(self._handle.synthesize.remote(text))

@@ -1,0 +1,182 @@
+"""The WebSocket voice chat protocol (`/ws/voice-chat/{call_id}` in the API contract).
+
+Server to client: WAV bytes of agent speech; JSON `agent_text` (when TTS fails),
+`user_text` (the transcript), `system` (the call ended) and `error` messages.
+Client to server: audio bytes (any format `decode_audio` reads), or a control message:
+`END_CONNECTION_REQUEST_BY_CLIENT` closes the connection and keeps the call open;
+`{"type": "control", "command": "end_call"}` ends the call, then closes.
+
+Each turn goes through `SalesCallService`, so it lands in the same history as REST
+turns and is stored whole or not at all: a client that vanishes mid-turn leaves either
+the complete turn or nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable
+from contextlib import suppress
+from typing import Any, Protocol
+
+from salesagent.audio import AudioError, decode_audio
+from salesagent.service import (
+    LLMUnavailable,
+    NoSpeech,
+    SalesCallService,
+    STTFailed,
+    STTUnavailable,
+    TTSFailed,
+)
+from salesagent.sessions import CallNotFound
+from salesagent.settings import AudioSettings
+
+END_CONNECTION = "END_CONNECTION_REQUEST_BY_CLIENT"
+POLICY_VIOLATION = 1008  # WebSocket close code for an invalid call id
+NORMAL_CLOSURE = 1000
+
+
+class VoiceSocket(Protocol):
+    """The part of Starlette's WebSocket the protocol uses."""
+
+    async def receive(self) -> dict[str, Any]: ...
+
+    async def send_json(self, data: Any) -> None: ...
+
+    async def send_bytes(self, data: bytes) -> None: ...
+
+    async def close(self, code: int = NORMAL_CLOSURE, reason: str | None = None) -> None: ...
+
+
+class ClientGone(Exception):
+    """The client disconnected; nothing more can be sent."""
+
+
+def parse_control(text: str) -> str | None:
+    """The control command in a text message ("end_connection" / "end_call"), else None."""
+    if text.strip() == END_CONNECTION:
+        return "end_connection"
+    try:
+        message = json.loads(text)
+    except ValueError:
+        return None
+    is_end_call = isinstance(message, dict) and message.get("type") == "control"
+    return "end_call" if is_end_call and message.get("command") == "end_call" else None
+
+
+class VoiceChat:
+    def __init__(
+        self,
+        socket: VoiceSocket,
+        call_id: str,
+        service: SalesCallService,
+        limits: AudioSettings,
+    ):
+        self.socket = socket
+        self.call_id = call_id
+        self.service = service
+        self.limits = limits
+
+    async def run(self) -> None:
+        with suppress(ClientGone):  # the call stays as the last complete turn left it
+            await self._run()
+
+    async def _run(self) -> None:
+        try:
+            session = await self.service.store.get_active(self.call_id)
+        except CallNotFound as exc:
+            await self._send_json({"type": "error", "message": str(exc)})
+            await self.socket.close(code=POLICY_VIOLATION)
+            return
+        await self._say(session.history[0].text)
+
+        while True:
+            message = await self.socket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message.get("text") is not None:
+                if await self._control(message["text"]):
+                    return
+                continue
+            if await self._turn(message.get("bytes") or b""):
+                return
+
+    async def _control(self, text: str) -> bool:
+        """Handle a text message; True when the connection is over."""
+        command = parse_control(text)
+        if command == "end_connection":
+            await self.socket.close(code=NORMAL_CLOSURE)
+            return True
+        if command == "end_call":
+            with suppress(CallNotFound):  # already ended: the outcome the client asked for
+                await self.service.end_call(self.call_id)
+            await self._send_json({"type": "system", "message": "Call ended by client."})
+            await self.socket.close(code=NORMAL_CLOSURE)
+            return True
+        await self._error(
+            f"Unknown text message; send audio bytes, {END_CONNECTION!r} or "
+            '{"type": "control", "command": "end_call"}'
+        )
+        return False
+
+    async def _turn(self, data: bytes) -> bool:
+        """One spoken turn; True when the call has ended."""
+        try:
+            decoded = await asyncio.to_thread(
+                decode_audio,
+                data,
+                max_bytes=self.limits.max_bytes,
+                max_seconds=self.limits.max_seconds,
+            )
+            text = await self.service.transcribe(self.call_id, decoded.samples)
+        except AudioError as exc:
+            await self._error(f"Bad audio: {exc}")
+            return False
+        except (NoSpeech, STTFailed, STTUnavailable, LLMUnavailable) as exc:
+            await self._error(str(exc))  # the connection stays open for the next try
+            return False
+        except CallNotFound:
+            return await self._call_over()
+
+        await self._send_json({"type": "user_text", "text": text})
+        try:
+            turn = await self.service.respond(self.call_id, text)
+        except LLMUnavailable as exc:
+            await self._error(str(exc))
+            return False
+        except CallNotFound:
+            return await self._call_over()
+        await self._say(turn.reply)
+        if turn.should_end_call:
+            await self._send_json({"type": "system", "message": "Call ended by agent."})
+            await self.socket.close(code=NORMAL_CLOSURE)
+            return True
+        return False
+
+    async def _call_over(self) -> bool:
+        # Ended meanwhile through another channel (REST, another socket, expiry).
+        await self._send_json({"type": "system", "message": "Call has ended."})
+        await self.socket.close(code=NORMAL_CLOSURE)
+        return True
+
+    async def _say(self, text: str) -> None:
+        """Agent speech as WAV bytes; the text itself when TTS fails."""
+        try:
+            audio = await self.service.speak(text)
+        except TTSFailed:
+            await self._send_json({"type": "agent_text", "text": text})
+            return
+        await self._send(self.socket.send_bytes(audio))
+
+    async def _error(self, message: str) -> None:
+        await self._send_json({"type": "error", "message": message})
+
+    async def _send_json(self, data: dict[str, str]) -> None:
+        await self._send(self.socket.send_json(data))
+
+    @staticmethod
+    async def _send(sending: Awaitable[None]) -> None:
+        try:
+            await sending
+        except Exception as exc:  # Starlette raises WebSocketDisconnect or RuntimeError
+            raise ClientGone from exc

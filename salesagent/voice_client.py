@@ -1,0 +1,160 @@
+"""A command-line voice client: holds a call over the WebSocket voice chat.
+
+    python -m salesagent.voice_client --name "John Doe" --say "Sure, what is it about?" \
+        --say "How much is it?" --out replies/
+    python -m salesagent.voice_client --call-id <id> --wav question1.wav --wav question2.wav
+
+It starts a call (unless --call-id is given), then sends each customer turn as audio:
+WAV files as they are, or text spoken by the project's TTS. It prints the transcripts
+and the agent's words, and saves the agent's audio as numbered WAV files.
+`converse()` is also the building block of the load generator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from websockets.asyncio.client import connect
+
+API = "/api/v1/sales"
+
+
+@dataclass
+class TurnResult:
+    """What the server sent back for one customer turn, with client-side timings."""
+
+    transcript: str = ""
+    agent_text: str = ""  # only when the server fell back to text
+    agent_audio: bytes = b""
+    errors: list[str] = field(default_factory=list)
+    ended: bool = False
+    # End of the customer's audio sent -> the agent's reply (audio, or text) received.
+    voice_to_voice_s: float | None = None
+
+
+@dataclass
+class Conversation:
+    call_id: str
+    greeting_audio: bytes = b""
+    greeting_text: str = ""
+    turns: list[TurnResult] = field(default_factory=list)
+
+
+def start_call(base_url: str, customer_name: str, phone_number: str) -> str:
+    r = httpx.post(
+        f"{base_url}{API}/start-call",
+        json={"customer_name": customer_name, "phone_number": phone_number},
+        timeout=60,
+    )
+    r.raise_for_status()
+    return r.json()["call_id"]
+
+
+async def converse(
+    base_url: str, call_id: str, clips: list[bytes], timeout_s: float = 120
+) -> Conversation:
+    """Send each clip as one customer turn; stop early when the agent ends the call."""
+    ws_url = base_url.replace("http", "ws", 1) + f"/ws/voice-chat/{call_id}"
+    conversation = Conversation(call_id)
+    async with connect(ws_url, max_size=None, open_timeout=timeout_s) as ws:
+        first = await asyncio.wait_for(ws.recv(), timeout_s)
+        if isinstance(first, bytes):
+            conversation.greeting_audio = first
+        else:
+            message = json.loads(first)
+            conversation.greeting_text = message.get("text") or message.get("message", "")
+            if message["type"] == "error":
+                raise RuntimeError(f"voice chat refused: {conversation.greeting_text}")
+        for clip in clips:
+            turn = await _turn(ws, clip, timeout_s)
+            conversation.turns.append(turn)
+            if turn.ended:
+                break
+        else:
+            await ws.send("END_CONNECTION_REQUEST_BY_CLIENT")
+    return conversation
+
+
+async def _turn(ws, clip: bytes, timeout_s: float) -> TurnResult:
+    turn = TurnResult()
+    await ws.send(clip)
+    sent = time.perf_counter()
+    while True:
+        message = await asyncio.wait_for(ws.recv(), timeout_s)
+        if isinstance(message, bytes):
+            turn.agent_audio = message
+        else:
+            data = json.loads(message)
+            kind = data["type"]
+            if kind == "user_text":
+                turn.transcript = data["text"]
+                continue
+            if kind == "error":
+                turn.errors.append(data["message"])
+                return turn  # the server keeps the connection open for the next turn
+            if kind == "system":
+                turn.ended = True
+                return turn
+            turn.agent_text = data["text"]  # agent_text: TTS failed
+        turn.voice_to_voice_s = time.perf_counter() - sent
+        # The agent's speech is the last message of a turn, unless the call ends next.
+        try:
+            follow = await asyncio.wait_for(ws.recv(), 0.5)
+        except TimeoutError:
+            return turn
+        turn.ended = isinstance(follow, str) and json.loads(follow)["type"] == "system"
+        return turn
+
+
+def _speak(texts: list[str]) -> list[bytes]:
+    from salesagent.tts import TTSSettings, make_tts
+
+    voice = make_tts(TTSSettings())
+    return [voice.synthesize(text).to_wav() for text in texts]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Hold a sales call over the voice WebSocket.")
+    parser.add_argument("--url", default="http://127.0.0.1:8000")
+    parser.add_argument("--call-id", help="join this call instead of starting one")
+    parser.add_argument("--name", default="John Doe", help="customer name for a new call")
+    parser.add_argument("--phone", default="555-0100")
+    parser.add_argument("--wav", action="append", default=[], type=Path, help="a turn's audio")
+    parser.add_argument("--say", action="append", default=[], help="a turn's text, spoken by TTS")
+    parser.add_argument("--out", type=Path, default=Path("voice-replies"))
+    args = parser.parse_args()
+    if not args.wav and not args.say:
+        parser.error("give at least one --wav or --say")
+
+    clips = [path.read_bytes() for path in args.wav] + _speak(args.say)
+    call_id = args.call_id or start_call(args.url, args.name, args.phone)
+    print(f"call {call_id}")
+    conversation = asyncio.run(converse(args.url, call_id, clips))
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    audio = [conversation.greeting_audio] + [t.agent_audio for t in conversation.turns]
+    for n, wav in enumerate(audio):
+        if wav:
+            (args.out / f"agent-{n:02d}.wav").write_bytes(wav)
+    for n, turn in enumerate(conversation.turns, start=1):
+        heard = turn.transcript or "(not understood)"
+        timing = f" [{turn.voice_to_voice_s:.2f} s voice to voice]" if turn.voice_to_voice_s else ""
+        print(f"turn {n}: heard {heard!r}{timing}")
+        for error in turn.errors:
+            print(f"  error: {error}")
+    # The words behind the agent's audio are in the call's history.
+    history = httpx.get(f"{args.url}{API}/conversation/{call_id}", timeout=30).json()
+    print("\nconversation:")
+    for line in history["history"]:
+        print(f"  {line['speaker']:8s} {line['text']}")
+    print(f"call {'active' if history['is_active'] else 'ended'}; agent audio in {args.out}/")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""Speech helpers for tests: word error rate, and WAV clips spoken by the project's TTS."""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+
+from salesagent.tts import HibariTTS, TTSSettings
+
+
+def words(text: str) -> list[str]:
+    return re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """(substitutions + deletions + insertions) / reference words, by edit distance."""
+    ref, hyp = words(reference), words(hypothesis)
+    previous = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        current = [i]
+        for j, h in enumerate(hyp, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h)))
+        previous = current
+    return previous[-1] / max(len(ref), 1)
+
+
+@cache
+def _voice() -> HibariTTS:
+    return HibariTTS(TTSSettings())
+
+
+def spoken_wav(text: str) -> bytes:
+    """`text` spoken by the Hibari voice, as WAV bytes (24 kHz PCM16 mono)."""
+    return _voice().synthesize(text).to_wav()
