@@ -21,9 +21,11 @@ fi
 
 # Ray on loopback only: the node advertises 127.0.0.1 and Serve binds 127.0.0.1:8000.
 ray_port=6390
-ray stop --force >/dev/null 2>&1 || true
-ray start --head --node-ip-address=127.0.0.1 --port="$ray_port" --include-dashboard=false \
-  --disable-usage-stats >/dev/null
+if ! ray start --head --node-ip-address=127.0.0.1 --port="$ray_port" \
+    --include-dashboard=false --disable-usage-stats >/dev/null; then
+  echo "[serve] could not start Ray on 127.0.0.1:$ray_port; if an old run is still up, 'ray stop' it"
+  exit 1
+fi
 trap 'ray stop --force >/dev/null 2>&1 || true' EXIT
 echo "[serve] starting the graph; ready when it prints 'Deployed app'"
 serve run --address="127.0.0.1:$ray_port" serve_config.cpu.yaml
