@@ -6,21 +6,23 @@ The model deployments are reached through the clients in `deployments.clients`.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from contextlib import suppress
 
 from fastapi import FastAPI, Request, UploadFile, WebSocket
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from redis.exceptions import RedisError
 
 from deployments.clients import ServeLLMClient, ServeSTTClient, ServeTTSClient
-from salesagent.audio import AudioError, AudioTooLarge, decode_audio
+from deployments.health_report import HealthReporter
+from deployments.telemetry import RayMetrics, scrape_cluster
+from salesagent.audio import AudioError, AudioTooLarge
 from salesagent.catalog import load_catalog
+from salesagent.metrics import only_own_metrics
 from salesagent.schemas import (
     ErrorResponse,
     HealthResponse,
@@ -35,7 +37,6 @@ from salesagent.service import (
     SalesCallService,
     STTFailed,
     STTUnavailable,
-    TTSFailed,
 )
 from salesagent.sessions import CallBusy, CallNotFound, CallSession, SessionStore
 from salesagent.settings import Settings
@@ -102,14 +103,6 @@ def _checked_call_id(call_id: str) -> str:
         raise CallNotFound(call_id) from None
 
 
-async def _probe(ready, unavailable: type[Exception]) -> tuple[str, str]:
-    # Defined above the class: Serve pickles the ingress class when it is decorated.
-    try:
-        return "ok", f"ready ({await ready})"
-    except unavailable as exc:
-        return "critical_issue", f"not ready: {exc}"
-
-
 @serve.deployment(ray_actor_options={"num_cpus": 0.2}, max_ongoing_requests=256)
 @serve.ingress(app)
 class SalesIngress:
@@ -121,19 +114,26 @@ class SalesIngress:
         tts: DeploymentHandle,
     ):
         self.settings = settings
-        self.store = SessionStore(settings.redis)
+        self.telemetry = RayMetrics()
+        self.store = SessionStore(settings.redis, metrics=self.telemetry)
         timeout, ready_timeout = settings.llm.request_timeout_s, settings.health_timeout_s
-        self.llm = ServeLLMClient(llm, timeout, ready_timeout)
-        self.stt = ServeSTTClient(stt, timeout, ready_timeout)
-        self.tts = ServeTTSClient(tts, timeout, ready_timeout)
+        llm_client = ServeLLMClient(llm, timeout, ready_timeout)
+        stt_client = ServeSTTClient(stt, timeout, ready_timeout)
+        tts_client = ServeTTSClient(tts, timeout, ready_timeout)
         self.service = SalesCallService(
             self.store,
-            self.llm,
+            llm_client,
             load_catalog(settings.catalog_path),
             settings.conversation,
-            stt=self.stt,
-            tts=self.tts,
+            stt=stt_client,
+            tts=tts_client,
+            audio=settings.audio,
+            metrics=self.telemetry,
         )
+        self.health_reporter = HealthReporter(
+            settings, llm_client, stt_client, tts_client, self.store
+        )
+        self.open_websockets = 0
 
     @app.post(f"{API_PREFIX}/start-call", status_code=201, response_model=StartCallResponse)
     async def start_call(self, body: StartCallRequest) -> StartCallResponse:
@@ -155,13 +155,10 @@ class SalesIngress:
     async def respond_audio(self, call_id: str, audio_file: UploadFile) -> RespondResponse:
         """The customer's speech as a file (WAV, MP3, OGG/Opus, WebM/Opus, ...)."""
         call_id = _checked_call_id(call_id)
-        limits = self.settings.audio
-        data = await audio_file.read(limits.max_bytes + 1)  # never more than one byte too many
-        decoded = await asyncio.to_thread(
-            decode_audio, data, max_bytes=limits.max_bytes, max_seconds=limits.max_seconds
-        )
-        text = await self.service.transcribe(call_id, decoded.samples)
-        turn = await self.service.respond(call_id, text)
+        # Never read more than one byte past the limit: that is enough to answer 413.
+        data = await audio_file.read(self.settings.audio.max_bytes + 1)
+        text = await self.service.hear(call_id, data)
+        turn = await self.service.respond(call_id, text, channel="audio")
         return RespondResponse(reply=turn.reply, should_end_call=turn.should_end_call)
 
     @app.websocket("/ws/voice-chat/{call_id}")
@@ -170,7 +167,15 @@ class SalesIngress:
         await websocket.accept()
         with suppress(CallNotFound):  # VoiceChat answers it with an error and code 1008
             call_id = _checked_call_id(call_id)
-        await VoiceChat(websocket, call_id, self.service, self.settings.audio).run()
+        self._count_websockets(+1)
+        try:
+            await VoiceChat(websocket, call_id, self.service).run()
+        finally:
+            self._count_websockets(-1)
+
+    def _count_websockets(self, change: int) -> None:
+        self.open_websockets += change
+        self.telemetry.set("salesagent_websocket_connections", self.open_websockets)
 
     @app.get(f"{API_PREFIX}/conversation/{{call_id}}", response_model=CallSession)
     async def conversation(self, call_id: str) -> CallSession:
@@ -179,31 +184,11 @@ class SalesIngress:
     @app.get("/health", response_model=HealthResponse)
     @app.get(f"{API_PREFIX}/health", response_model=HealthResponse)
     async def health(self) -> HealthResponse:
-        """Asks every deployment and Redis, each within the health bound, at the same time."""
-        llm, stt, tts, store = await asyncio.gather(
-            _probe(self.llm.ready(), LLMUnavailable),
-            _probe(self.stt.ready(), STTUnavailable),
-            _probe(self.tts.ready(), TTSFailed),
-            self._store_health(),
-        )
-        healthy = all(status == "ok" for status, _ in (llm, stt, tts, store))
-        return HealthResponse(
-            status="ok" if healthy else "issues_present",
-            app_title=self.settings.app_title,
-            app_version=self.settings.app_version,
-            llm_service_status=llm[0],
-            llm_service_details=llm[1],
-            stt_service_status=stt[0],
-            stt_service_details=stt[1],
-            tts_service_status=tts[0],
-            tts_service_details=tts[1],
-            session_store_status=store[0],
-            session_store_details=store[1],
-        )
+        """Readiness of every service, with replicas, recent p95 latency and error rate."""
+        return await self.health_reporter.report()
 
-    async def _store_health(self) -> tuple[str, str]:
-        try:
-            await asyncio.wait_for(self.store.ping(), self.settings.health_timeout_s)
-            return "ok", "redis reachable"
-        except (TimeoutError, RedisError, OSError) as exc:
-            return "critical_issue", f"redis unreachable ({type(exc).__name__})"
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def metrics(self) -> str:
+        """The service's own metrics from every node, in Prometheus text format."""
+        text = await scrape_cluster(self.settings.health_timeout_s)
+        return only_own_metrics(text)

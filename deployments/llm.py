@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from time import perf_counter
 
 from ray import serve
 
+from deployments.telemetry import RayMetrics
 from salesagent.engine import ChatEngine, Message, VLLMChatEngine
+from salesagent.metrics import timed
 from salesagent.settings import LLMSettings
 
 
@@ -22,12 +25,31 @@ class LLMDeployment:
     def __init__(self, settings: LLMSettings, engine: ChatEngine | None = None):
         # `engine` lets a test inject a faulty engine; production builds vLLM from settings.
         self._engine = engine or VLLMChatEngine(settings)
+        self._metrics = RayMetrics()
 
     async def stream(
         self, messages: list[Message], max_tokens: int | None = None
     ) -> AsyncIterator[str]:
-        async for delta in self._engine.stream_chat(messages, max_tokens):
-            yield delta
+        """The reply, token by token. Times the first token and the whole stream, also when
+        the caller stops early (which aborts the generation)."""
+        started = perf_counter()
+        first_token_at = None
+        tokens = 0
+        try:
+            with timed(self._metrics, "llm_total"):
+                async for delta in self._engine.stream_chat(messages, max_tokens):
+                    tokens += delta.tokens
+                    if first_token_at is None:
+                        first_token_at = perf_counter()
+                        self._metrics.observe(
+                            "salesagent_stage_duration_seconds",
+                            first_token_at - started,
+                            stage="llm_first_token",
+                        )
+                    if delta.text:
+                        yield delta.text
+        finally:
+            self._metrics.inc("salesagent_llm_tokens_generated_total", tokens)
 
     async def choose(self, messages: list[Message], choices: list[str]) -> str:
         return await self._engine.choose(messages, choices)

@@ -7,6 +7,8 @@ import asyncio
 import numpy as np
 from ray import serve
 
+from deployments.telemetry import RayMetrics
+from salesagent.metrics import timed
 from salesagent.stt import SpeechToText, STTSettings, Transcript, WhisperSTT
 
 
@@ -15,13 +17,18 @@ class STTDeployment:
     def __init__(self, settings: STTSettings, engine: SpeechToText | None = None):
         # `engine` lets a test inject a faulty engine; production loads Whisper from settings.
         self._engine = engine or WhisperSTT(settings)
+        self._metrics = RayMetrics()
         # CTranslate2 uses its own threads; one transcription at a time per replica keeps
         # latency predictable, and Serve queues (or autoscales) the rest.
         self._busy = asyncio.Lock()
 
     async def transcribe(self, samples: np.ndarray) -> Transcript:
         async with self._busy:
-            return await asyncio.to_thread(self._engine.transcribe, samples)
+            with timed(self._metrics, "stt"):
+                transcript = await asyncio.to_thread(self._engine.transcribe, samples)
+        self._metrics.inc("salesagent_stt_audio_seconds_total", transcript.audio_seconds)
+        return transcript
 
     async def ready(self) -> str:
-        return "ready"
+        caps = self._engine.capabilities
+        return f"{caps.engine} on {caps.device}"

@@ -11,17 +11,24 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from salesagent.settings import LLMSettings
 
 Message = dict[str, str]
 
 
+class Delta(NamedTuple):
+    """A piece of a streamed reply: its text and how many tokens it took."""
+
+    text: str
+    tokens: int
+
+
 class ChatEngine(Protocol):
-    async def stream_chat(
+    def stream_chat(
         self, messages: list[Message], max_tokens: int | None = None
-    ) -> AsyncIterator[str]: ...
+    ) -> AsyncIterator[Delta]: ...
 
     async def choose(self, messages: list[Message], choices: list[str]) -> str: ...
 
@@ -69,7 +76,7 @@ class VLLMChatEngine:
 
     async def stream_chat(
         self, messages: list[Message], max_tokens: int | None = None
-    ) -> AsyncIterator[str]:
+    ) -> AsyncIterator[Delta]:
         from vllm import SamplingParams
 
         params = SamplingParams(
@@ -81,9 +88,9 @@ class VLLMChatEngine:
         async for output in self._engine.generate(
             self._prompt(messages), params, request_id=uuid.uuid4().hex
         ):
-            delta = output.outputs[0].text
-            if delta:
-                yield delta
+            completion = output.outputs[0]
+            if completion.text or completion.token_ids:
+                yield Delta(completion.text, len(completion.token_ids))
 
     async def choose(self, messages: list[Message], choices: list[str]) -> str:
         from vllm import SamplingParams

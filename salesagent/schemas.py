@@ -9,6 +9,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, StringConstraints
 
+from salesagent.health import ServiceHealth
+
 # Surrounding whitespace is dropped before the length checks, so "   " is rejected as empty.
 PhoneNumber = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=32)]
 CustomerName = Annotated[
@@ -39,14 +41,10 @@ class HealthResponse(BaseModel):
     status: str  # "ok" or "issues_present"
     app_title: str
     app_version: str
-    llm_service_status: str  # "ok" or "critical_issue"
+    llm_service_status: str  # "ok" or "critical_issue" (or "degraded")
     llm_service_details: str
-    stt_service_status: str
-    stt_service_details: str
-    tts_service_status: str
-    tts_service_details: str
-    session_store_status: str
-    session_store_details: str
+    # stt, llm, tts and redis: replicas, recent p95 latency and error rate (salesagent.health).
+    services: dict[str, ServiceHealth]
 
 
 class ErrorResponse(BaseModel):

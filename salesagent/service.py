@@ -6,13 +6,16 @@ the ingress maps its exceptions to HTTP statuses and WebSocket messages.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Protocol
 
 import numpy as np
 
+from salesagent.audio import decode_audio
 from salesagent.catalog import Catalog
 from salesagent.conversation import (
     FALLBACK_GOODBYE,
@@ -25,8 +28,9 @@ from salesagent.conversation import (
     reply_is_complete,
     reply_messages,
 )
+from salesagent.metrics import Metrics, NoMetrics, timed
 from salesagent.sessions import CallSession, HistoryEntry, SessionStore, Speaker, entry
-from salesagent.settings import ConversationSettings
+from salesagent.settings import AudioSettings, ConversationSettings
 from salesagent.stt import Transcript
 
 
@@ -86,6 +90,8 @@ class SalesCallService:
         settings: ConversationSettings,
         stt: STTClient | None = None,
         tts: TTSClient | None = None,
+        audio: AudioSettings | None = None,
+        metrics: Metrics | None = None,
     ):
         self.store = store
         self.llm = llm
@@ -93,23 +99,40 @@ class SalesCallService:
         self.settings = settings
         self.stt = stt
         self.tts = tts
+        self.audio = audio or AudioSettings()
+        self.metrics = metrics or NoMetrics()
 
     async def start_call(self, customer_name: str, phone_number: str) -> CallSession:
         await self.llm.ready()  # a call the agent cannot hold is refused up front (503)
-        return await self.store.create(
+        session = await self.store.create(
             customer_name, phone_number, greeting(self.catalog, customer_name)
         )
+        self.metrics.inc("salesagent_calls_started_total")
+        await self._count_active_calls()
+        return session
 
-    async def respond(self, call_id: str, message: str) -> Turn:
+    async def respond(self, call_id: str, message: str, channel: str = "rest") -> Turn:
         """One customer turn: decide the intent, generate the reply, store both at once."""
+        started = perf_counter()
+        turn = await self._respond(call_id, message)
+        self.metrics.observe(
+            "salesagent_turn_duration_seconds", perf_counter() - started, channel=channel
+        )
+        if turn.should_end_call:
+            self.metrics.inc("salesagent_calls_ended_total", outcome=turn.intent.value)
+            await self._count_active_calls()
+        return turn
+
+    async def _respond(self, call_id: str, message: str) -> Turn:
         await self.llm.ready()  # fail fast (503) rather than wait out a turn's timeout
         async with self.store.turn_lock(call_id):
             session = await self.store.get_active(call_id)
             customer = entry(Speaker.CUSTOMER, message)
             history = [*session.history, customer]
-            label = await self.llm.choose(
-                intent_messages(history), [i.value for i in CustomerIntent]
-            )
+            with timed(self.metrics, "llm_intent"):
+                label = await self.llm.choose(
+                    intent_messages(history), [i.value for i in CustomerIntent]
+                )
             intent = CustomerIntent(label)
             reply = await self._reply(session.customer_name, history, intent)
             await self.store.append_turn(
@@ -139,11 +162,22 @@ class SalesCallService:
     async def conversation(self, call_id: str) -> CallSession:
         return await self.store.get(call_id)
 
-    async def transcribe(self, call_id: str, samples: np.ndarray) -> str:
-        """The customer's words in `samples` (16 kHz mono), for an active call."""
+    async def hear(self, call_id: str, audio: bytes) -> str:
+        """The customer's words in an audio file or message, for an active call.
+
+        Raises AudioError (bad input), CallNotFound, LLMUnavailable, STTUnavailable,
+        STTFailed or NoSpeech; nothing is stored.
+        """
+        with timed(self.metrics, "audio_decode"):
+            decoded = await asyncio.to_thread(
+                decode_audio,
+                audio,
+                max_bytes=self.audio.max_bytes,
+                max_seconds=self.audio.max_seconds,
+            )
         await self.store.get_active(call_id)  # 404 before spending STT time
         await self.llm.ready()  # no point transcribing a turn nobody can answer
-        transcript = await self.stt.transcribe(samples)
+        transcript = await self.stt.transcribe(decoded.samples)
         text = transcript.text.strip()
         if not text:
             raise NoSpeech("No speech was recognized in the audio")
@@ -155,3 +189,8 @@ class SalesCallService:
 
     async def end_call(self, call_id: str) -> None:
         await self.store.end(call_id)
+        self.metrics.inc("salesagent_calls_ended_total", outcome="client_ended")
+        await self._count_active_calls()
+
+    async def _count_active_calls(self) -> None:
+        self.metrics.set("salesagent_active_calls", await self.store.active_count())

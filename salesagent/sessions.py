@@ -8,6 +8,7 @@ by `turn_lock` (a Redis lock, so it holds across ingress replicas).
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -18,6 +19,7 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel
 from redis.exceptions import LockError
 
+from salesagent.metrics import Metrics, NoMetrics, timed
 from salesagent.settings import RedisSettings
 
 KEY_PREFIX = "sales:call:"
@@ -67,15 +69,21 @@ def entry(speaker: Speaker, text: str) -> HistoryEntry:
     return HistoryEntry(speaker=speaker, text=text, timestamp=utc_now())
 
 
-# KEYS: call hash, history list. ARGV: end ("1"/"0"), end_time, ttl_active, ttl_ended, entries...
+ACTIVE_KEY = "sales:active"  # sorted set: active call ids scored by their last activity
+
+# KEYS: call hash, history list, active set.
+# ARGV: end ("1"/"0"), end_time, ttl_active, ttl_ended, now (unix s), call_id, entries...
 # Returns 0 when the call is missing or already ended (nothing is written), else 1.
 _APPEND_TURN = """
 if redis.call('HGET', KEYS[1], 'is_active') ~= '1' then return 0 end
-for i = 5, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+for i = 7, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
 local ttl = tonumber(ARGV[3])
 if ARGV[1] == '1' then
   redis.call('HSET', KEYS[1], 'is_active', '0', 'end_time', ARGV[2])
+  redis.call('ZREM', KEYS[3], ARGV[6])
   ttl = tonumber(ARGV[4])
+else
+  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[6])
 end
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('EXPIRE', KEYS[2], ttl)
@@ -84,8 +92,14 @@ return 1
 
 
 class SessionStore:
-    def __init__(self, settings: RedisSettings, client: aioredis.Redis | None = None):
+    def __init__(
+        self,
+        settings: RedisSettings,
+        client: aioredis.Redis | None = None,
+        metrics: Metrics | None = None,
+    ):
         self._settings = settings
+        self._metrics = metrics or NoMetrics()
         self._redis = client or aioredis.from_url(
             settings.url,
             decode_responses=True,
@@ -108,6 +122,22 @@ class SessionStore:
         first = entry(Speaker.AGENT, first_message)
         call_key, history_key = self._keys(call_id)
         ttl = self._settings.idle_call_ttl_s
+        with timed(self._metrics, "redis"):
+            await self._create(call_id, customer_name, phone_number, first, ttl)
+        return CallSession(
+            call_id=call_id,
+            customer_name=customer_name,
+            phone_number=phone_number,
+            history=[first],
+            is_active=True,
+            start_time=first.timestamp,
+            end_time=None,
+        )
+
+    async def _create(
+        self, call_id: str, customer_name: str, phone_number: str, first: HistoryEntry, ttl: int
+    ) -> None:
+        call_key, history_key = self._keys(call_id)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(
                 call_key,
@@ -122,23 +152,16 @@ class SessionStore:
             pipe.rpush(history_key, first.model_dump_json())
             pipe.expire(call_key, ttl)
             pipe.expire(history_key, ttl)
+            pipe.zadd(ACTIVE_KEY, {call_id: time.time()})
             await pipe.execute()
-        return CallSession(
-            call_id=call_id,
-            customer_name=customer_name,
-            phone_number=phone_number,
-            history=[first],
-            is_active=True,
-            start_time=first.timestamp,
-            end_time=None,
-        )
 
     async def get(self, call_id: str) -> CallSession:
         call_key, history_key = self._keys(call_id)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hgetall(call_key)
-            pipe.lrange(history_key, 0, -1)
-            fields, raw_history = await pipe.execute()
+        with timed(self._metrics, "redis"):
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hgetall(call_key)
+                pipe.lrange(history_key, 0, -1)
+                fields, raw_history = await pipe.execute()
         if not fields:
             raise CallNotFound(call_id)
         return CallSession(
@@ -162,16 +185,19 @@ class SessionStore:
     ) -> str | None:
         """Store a turn's entries (and the end of the call) atomically; returns the end time."""
         end_time = utc_now() if end_call else ""
-        stored = await self._append_turn(
-            keys=list(self._keys(call_id)),
-            args=[
-                "1" if end_call else "0",
-                end_time,
-                self._settings.idle_call_ttl_s,
-                self._settings.ended_call_ttl_s,
-                *(e.model_dump_json() for e in entries),
-            ],
-        )
+        with timed(self._metrics, "redis"):
+            stored = await self._append_turn(
+                keys=[*self._keys(call_id), ACTIVE_KEY],
+                args=[
+                    "1" if end_call else "0",
+                    end_time,
+                    self._settings.idle_call_ttl_s,
+                    self._settings.ended_call_ttl_s,
+                    time.time(),
+                    call_id,
+                    *(e.model_dump_json() for e in entries),
+                ],
+            )
         if not stored:
             raise CallNotFound(call_id)
         return end_time or None
@@ -179,6 +205,13 @@ class SessionStore:
     async def end(self, call_id: str) -> str | None:
         """End an active call without adding history (a client hung up)."""
         return await self.append_turn(call_id, [], end_call=True)
+
+    async def active_count(self) -> int:
+        """Active calls touched within the idle TTL (older ones have expired from Redis)."""
+        with timed(self._metrics, "redis"):
+            idle_since = time.time() - self._settings.idle_call_ttl_s
+            await self._redis.zremrangebyscore(ACTIVE_KEY, "-inf", idle_since)
+            return await self._redis.zcard(ACTIVE_KEY)
 
     @asynccontextmanager
     async def turn_lock(self, call_id: str) -> AsyncIterator[None]:

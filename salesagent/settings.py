@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from salesagent.health import HealthRules
 from salesagent.stt import STTSettings
 from salesagent.tts import TTSSettings
 
@@ -99,6 +100,7 @@ class Settings(BaseSettings):
     tts: TTSSettings = Field(default_factory=TTSSettings)
     # /health answers within this bound even when a deployment is pending or dead.
     health_timeout_s: float = 1.5
+    health: HealthRules = Field(default_factory=HealthRules)
 
     @classmethod
     def from_args(cls, args: dict[str, Any] | None = None) -> Settings:

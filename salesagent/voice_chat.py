@@ -13,13 +13,13 @@ the complete turn or nothing.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable
 from contextlib import suppress
+from time import perf_counter
 from typing import Any, Protocol
 
-from salesagent.audio import AudioError, decode_audio
+from salesagent.audio import AudioError
 from salesagent.service import (
     LLMUnavailable,
     NoSpeech,
@@ -29,7 +29,6 @@ from salesagent.service import (
     TTSFailed,
 )
 from salesagent.sessions import CallNotFound
-from salesagent.settings import AudioSettings
 
 END_CONNECTION = "END_CONNECTION_REQUEST_BY_CLIENT"
 POLICY_VIOLATION = 1008  # WebSocket close code for an invalid call id
@@ -70,12 +69,10 @@ class VoiceChat:
         socket: VoiceSocket,
         call_id: str,
         service: SalesCallService,
-        limits: AudioSettings,
     ):
         self.socket = socket
         self.call_id = call_id
         self.service = service
-        self.limits = limits
 
     async def run(self) -> None:
         with suppress(ClientGone):  # the call stays as the last complete turn left it
@@ -121,14 +118,9 @@ class VoiceChat:
 
     async def _turn(self, data: bytes) -> bool:
         """One spoken turn; True when the call has ended."""
+        received = perf_counter()
         try:
-            decoded = await asyncio.to_thread(
-                decode_audio,
-                data,
-                max_bytes=self.limits.max_bytes,
-                max_seconds=self.limits.max_seconds,
-            )
-            text = await self.service.transcribe(self.call_id, decoded.samples)
+            text = await self.service.hear(self.call_id, data)
         except AudioError as exc:
             await self._error(f"Bad audio: {exc}")
             return False
@@ -140,13 +132,13 @@ class VoiceChat:
 
         await self._send_json({"type": "user_text", "text": text})
         try:
-            turn = await self.service.respond(self.call_id, text)
+            turn = await self.service.respond(self.call_id, text, channel="websocket")
         except LLMUnavailable as exc:
             await self._error(str(exc))
             return False
         except CallNotFound:
             return await self._call_over()
-        await self._say(turn.reply)
+        await self._say(turn.reply, since=received)
         if turn.should_end_call:
             await self._send_json({"type": "system", "message": "Call ended by agent."})
             await self.socket.close(code=NORMAL_CLOSURE)
@@ -159,13 +151,18 @@ class VoiceChat:
         await self.socket.close(code=NORMAL_CLOSURE)
         return True
 
-    async def _say(self, text: str) -> None:
-        """Agent speech as WAV bytes; the text itself when TTS fails."""
+    async def _say(self, text: str, since: float | None = None) -> None:
+        """Agent speech as WAV bytes; the text itself when TTS fails. With `since` (when the
+        customer's audio arrived), records the voice-to-voice latency."""
         try:
             audio = await self.service.speak(text)
         except TTSFailed:
             await self._send_json({"type": "agent_text", "text": text})
             return
+        if since is not None:
+            self.service.metrics.observe(
+                "salesagent_voice_to_voice_seconds", perf_counter() - since
+            )
         await self._send(self.socket.send_bytes(audio))
 
     async def _error(self, message: str) -> None:

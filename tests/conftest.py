@@ -112,7 +112,13 @@ def serve_instance() -> Iterator[str]:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     port = free_port()
     # Logical CPUs: the apps under test ask for fractions of these, not of the 2 real cores.
-    ray.init(_node_ip_address="127.0.0.1", num_cpus=8, include_dashboard=False)
+    # Metrics reach the node's exporter every second (default 10 s), so tests see them soon.
+    ray.init(
+        _node_ip_address="127.0.0.1",
+        num_cpus=8,
+        include_dashboard=False,
+        _system_config={"metrics_report_interval_ms": 1000},
+    )
     # Access logs off: a line per request would bury test failures in CI output.
     serve.start(
         http_options={"host": "127.0.0.1", "port": port},
@@ -166,3 +172,27 @@ def tiny_app(serve_instance, redis_server, tiny_model_dir) -> str:
 def client(tiny_app) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=tiny_app, timeout=60) as c:
         yield c
+
+
+def deploy_graph(name, base_url, args, stt_engine=None, tts_engine=None, tts_replicas=1) -> str:
+    """The graph as app `name` at /`name`, sharing the tiny app's LLM replica, with a
+    broken STT or TTS engine where given; returns its base URL once the ingress answers."""
+    from ray import serve
+    from ray.serve.api import _run
+
+    from deployments.ingress import SalesIngress
+    from deployments.stt import STTDeployment
+    from deployments.tts import TTSDeployment
+    from salesagent.settings import Settings
+
+    settings = Settings.from_args(args)
+    ingress = SalesIngress.bind(
+        settings,
+        serve.get_deployment_handle("LLMDeployment", app_name="tiny"),
+        STTDeployment.bind(settings.stt, engine=stt_engine),
+        TTSDeployment.options(num_replicas=tts_replicas).bind(settings.tts, engine=tts_engine),
+    )
+    _run(ingress, name=name, route_prefix=f"/{name}")
+    url = f"{base_url}/{name}"
+    wait_until(lambda: httpx.get(f"{url}/health").status_code == 200, 120, what=name)
+    return url

@@ -132,7 +132,9 @@ def test_health_reports_ready_services(client, path):
     assert body["status"] == "ok"
     assert body["app_title"] and body["app_version"]
     assert body["llm_service_status"] == "ok" and "ready" in body["llm_service_details"]
-    assert body["session_store_status"] == "ok"
+    assert set(body["services"]) == {"stt", "llm", "tts", "redis"}
+    assert all(service["status"] == "ok" for service in body["services"].values())
+    assert body["services"]["llm"]["ready_replicas"] == 1
 
 
 def test_openapi_schema_lists_the_contract(client):

@@ -53,7 +53,10 @@ def test_health_reports_a_pending_llm_without_hanging(pending_llm_app):
     assert body["status"] == "issues_present"
     assert body["llm_service_status"] == "critical_issue"
     assert "not ready" in body["llm_service_details"]
-    assert body["session_store_status"] == "ok"
+    assert body["services"]["llm"]["status"] == "critical_issue"
+    assert body["services"]["stt"]["status"] == "critical_issue"
+    assert body["services"]["tts"]["status"] == "ok"
+    assert body["services"]["redis"]["status"] == "ok"
 
 
 def test_start_call_is_503_while_the_llm_is_pending(pending_llm_app):

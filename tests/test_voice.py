@@ -14,16 +14,11 @@ import wave
 import httpx
 import pytest
 from ray import serve
-from ray.serve.api import _run
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from deployments.ingress import SalesIngress
-from deployments.stt import STTDeployment
-from deployments.tts import TTSDeployment
-from salesagent.settings import Settings
 from salesagent.voice_client import converse
-from tests.conftest import API, tiny_args, wait_until
+from tests.conftest import API, deploy_graph, tiny_args, wait_until
 from tests.faults import BrokenSTT, BrokenTTS
 from tests.speech import spoken_wav, word_error_rate
 
@@ -61,33 +56,18 @@ def ws_url(base: str, call_id: str) -> str:
     return base.replace("http://", "ws://") + f"/ws/voice-chat/{call_id}"
 
 
-def deploy_with_engines(name, base_url, redis_url, model_dir, stt_engine=None, tts_engine=None):
-    """The graph with the tiny app's LLM and, where given, a broken STT or TTS engine."""
-    settings = Settings.from_args(tiny_args(model_dir, redis_url))
-    ingress = SalesIngress.bind(
-        settings,
-        serve.get_deployment_handle("LLMDeployment", app_name="tiny"),
-        STTDeployment.bind(settings.stt, engine=stt_engine),
-        TTSDeployment.bind(settings.tts, engine=tts_engine),
-    )
-    _run(ingress, name=name, route_prefix=f"/{name}")
-    url = f"{base_url}/{name}"
-    wait_until(lambda: httpx.get(f"{url}/health").status_code == 200, 120, what=name)
-    return url
-
-
 @pytest.fixture(scope="module")
 def deaf_app(serve_instance, redis_server, tiny_model_dir, tiny_app):
-    yield deploy_with_engines(
-        "deaf", serve_instance, redis_server.url, tiny_model_dir, stt_engine=BrokenSTT()
+    yield deploy_graph(
+        "deaf", serve_instance, tiny_args(tiny_model_dir, redis_server.url), stt_engine=BrokenSTT()
     )
     serve.delete("deaf")
 
 
 @pytest.fixture(scope="module")
 def mute_app(serve_instance, redis_server, tiny_model_dir, tiny_app):
-    yield deploy_with_engines(
-        "mute", serve_instance, redis_server.url, tiny_model_dir, tts_engine=BrokenTTS()
+    yield deploy_graph(
+        "mute", serve_instance, tiny_args(tiny_model_dir, redis_server.url), tts_engine=BrokenTTS()
     )
     serve.delete("mute")
 
