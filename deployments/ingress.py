@@ -190,5 +190,5 @@ class SalesIngress:
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics(self) -> str:
         """The service's own metrics from every node, in Prometheus text format."""
-        text = await scrape_cluster(self.settings.health_timeout_s)
+        text = await scrape_cluster(self.settings.metrics_scrape_timeout_s)
         return only_own_metrics(text)

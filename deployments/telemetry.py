@@ -10,6 +10,8 @@ cluster/prometheus.yml). `scrape_cluster` reads the same endpoints for /metrics 
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 
 import httpx
 import ray
@@ -25,15 +27,23 @@ _FACTORY = {
 
 
 class RayMetrics:
-    """`salesagent.metrics.Metrics` on `ray.serve.metrics`, created inside the replica."""
+    """`salesagent.metrics.Metrics` on `ray.serve.metrics`, created inside the replica.
+
+    Ray drops a gauge that has not been set for a while, so the last value of each gauge
+    is set again every `GAUGE_REFRESH_S` from a daemon thread.
+    """
+
+    GAUGE_REFRESH_S = 5.0
 
     def __init__(self) -> None:
+        self._gauges: dict[tuple[str, tuple], float] = {}
         self._metrics = {}
         for name, definition in DEFINITIONS.items():
             options = {"description": definition.description, "tag_keys": definition.labels}
             if definition.kind is Kind.HISTOGRAM:
                 options["boundaries"] = LATENCY_BUCKETS_S
             self._metrics[name] = _FACTORY[definition.kind](name, **options)
+        threading.Thread(target=self._refresh_gauges, daemon=True).start()
 
     def observe(self, name: str, value: float, **labels: str) -> None:
         self._metrics[name].observe(value, tags=labels or None)
@@ -43,7 +53,14 @@ class RayMetrics:
             self._metrics[name].inc(value, tags=labels or None)
 
     def set(self, name: str, value: float, **labels: str) -> None:
+        self._gauges[(name, tuple(sorted(labels.items())))] = value
         self._metrics[name].set(value, tags=labels or None)
+
+    def _refresh_gauges(self) -> None:
+        while True:
+            time.sleep(self.GAUGE_REFRESH_S)
+            for (name, labels), value in list(self._gauges.items()):
+                self._metrics[name].set(value, tags=dict(labels) or None)
 
 
 def _metrics_endpoints() -> list[str]:

@@ -101,6 +101,8 @@ class Settings(BaseSettings):
     # /health answers within this bound even when a deployment is pending or dead.
     health_timeout_s: float = 1.5
     health: HealthRules = Field(default_factory=HealthRules)
+    # GET /metrics waits this long for every node's exporter (a loaded node answers slowly).
+    metrics_scrape_timeout_s: float = 5.0
 
     @classmethod
     def from_args(cls, args: dict[str, Any] | None = None) -> Settings:

@@ -21,7 +21,7 @@ fi
 
 # Ray on loopback only: the node advertises 127.0.0.1 and Serve binds 127.0.0.1:8000.
 ray_port=6390
-if ! ray start --head --node-ip-address=127.0.0.1 --port="$ray_port" --metrics-export-port=8080 \
+if ! ray start --head --node-ip-address=127.0.0.1 --port="$ray_port" \
     --include-dashboard=false --disable-usage-stats >/dev/null; then
   echo "[serve] could not start Ray on 127.0.0.1:$ray_port; if an old run is still up, 'ray stop' it"
   exit 1
