@@ -32,6 +32,7 @@ from salesagent.schemas import (
     StartCallResponse,
 )
 from salesagent.service import (
+    DoNotCall,
     LLMUnavailable,
     NoSpeech,
     SalesCallService,
@@ -73,6 +74,7 @@ _STATUS_OF: dict[type[Exception], int] = {
     AudioTooLarge: 413,
     AudioError: 400,
     NoSpeech: 400,
+    DoNotCall: 403,
     CallNotFound: 404,
     CallBusy: 409,
     STTFailed: 500,

@@ -31,6 +31,7 @@ class Product(BaseModel):
 class Catalog(BaseModel):
     agent: Agent
     product: Product
+    qualification_questions: dict[str, str]
 
     def facts(self) -> str:
         """The catalog as short bullet lines for the system prompt."""

@@ -8,35 +8,10 @@ vLLM's guided decoding, so nothing is parsed out of free text.
 from __future__ import annotations
 
 import re
-from enum import StrEnum
 
+from salesagent.call_state import STAGE_GUIDANCE, CallState, CustomerIntent, Message
 from salesagent.catalog import Catalog
 from salesagent.sessions import HistoryEntry, Speaker
-
-Message = dict[str, str]
-
-
-class CustomerIntent(StrEnum):
-    """What the customer's latest line means for the call, as the classifier labels it."""
-
-    CONTINUE = "continue"
-    BUSY = "busy"
-    GOODBYE = "goodbye"
-    NOT_INTERESTED = "not_interested"
-    DO_NOT_CALL = "do_not_call"
-    WRONG_PERSON = "wrong_person"
-
-    @property
-    def ends_call(self) -> bool:
-        return self in _ENDING_INTENTS
-
-
-_ENDING_INTENTS = {
-    CustomerIntent.GOODBYE,
-    CustomerIntent.NOT_INTERESTED,
-    CustomerIntent.DO_NOT_CALL,
-    CustomerIntent.WRONG_PERSON,
-}
 
 
 def first_name(customer_name: str) -> str:
@@ -83,17 +58,23 @@ def reply_messages(
     history: list[HistoryEntry],
     intent: CustomerIntent,
     history_limit: int,
+    state: CallState | None = None,
 ) -> list[Message]:
-    """Chat messages for the agent's next reply; `history` ends with the customer's line."""
-    messages = [{"role": "system", "content": system_prompt(catalog, customer_name)}]
-    messages += _history_messages(history, history_limit)
+    """Chat messages for the agent's next reply; `history` ends with the customer's line.
+    The call's state adds what is known about the lead and what to do next."""
+    system = system_prompt(catalog, customer_name)
+    if state is not None:
+        facts = {k: v for k, v in state.qualification.model_dump().items() if v}
+        if facts:
+            system += "\nWhat the customer told you: " + "; ".join(
+                f"{k.replace('_', ' ')}: {v}" for k, v in facts.items()
+            )
+        system += f"\nYour next step: {STAGE_GUIDANCE[state.stage]}"
     if intent.ends_call:
-        messages[0]["content"] += _CLOSING_INSTRUCTIONS[intent]
+        system += _CLOSING_INSTRUCTIONS[intent]
     elif intent is CustomerIntent.BUSY:
-        messages[0]["content"] += (
-            "\nThe customer is busy right now: offer to call back at a better time, briefly."
-        )
-    return messages
+        system += "\nThe customer is busy right now: offer to call back at a better time, briefly."
+    return [{"role": "system", "content": system}, *_history_messages(history, history_limit)]
 
 
 _CLOSING_INSTRUCTIONS = {
@@ -106,6 +87,10 @@ _CLOSING_INSTRUCTIONS = {
         "apologise for the interruption and say goodbye."
     ),
     CustomerIntent.WRONG_PERSON: "\nThis is the wrong person: apologise and say goodbye.",
+    CustomerIntent.VOICEMAIL: (
+        "\nThis is a voicemail: leave a one-sentence message with your name and company and "
+        "say you will call back."
+    ),
 }
 
 
@@ -121,18 +106,23 @@ _INTENT_EXAMPLES = [
     ("There's nobody by that name here, you've got the wrong number.", CustomerIntent.WRONG_PERSON),
     ("Not for me, thanks. Have a good day, goodbye.", CustomerIntent.NOT_INTERESTED),
     ("Is this a robot?", CustomerIntent.CONTINUE),
+    ("Sorry, who is this?", CustomerIntent.CONTINUE),
     ("Don't ever call this number again.", CustomerIntent.DO_NOT_CALL),
     ("I'm busy, call me some other time.", CustomerIntent.BUSY),
+    ("That sounds great, how do I sign up?", CustomerIntent.INTERESTED),
+    ("Hi, you've reached Dana. Leave a message after the beep.", CustomerIntent.VOICEMAIL),
 ]
 
 _INTENT_INSTRUCTIONS = (
     "You label what a customer just said on a sales phone call. Labels:\n"
-    "continue: questions, interest, objections, doubts, small talk.\n"
+    "continue: questions, objections, doubts, small talk.\n"
+    "interested: wants to sign up, enroll or get the offer.\n"
     "busy: no time right now but happy to talk at another time.\n"
     "goodbye: says bye or ends the conversation.\n"
     "not_interested: refuses the offer, says no or not interested.\n"
     "do_not_call: wants no more calls (don't call me again, remove me from your list).\n"
     "wrong_person: wrong number, or not the person the agent asked for.\n"
+    "voicemail: an answering machine or voicemail greeting.\n"
     "Answer with the label only."
 )
 
@@ -158,6 +148,12 @@ _OTHER_SPEAKER = re.compile(
     r"(?:^|\n)\s*(?:\*\*)?(?:customer|user|human|client|system|prospect)(?:\*\*)?\s*:|<\|", re.I
 )
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+# The coder model sometimes answers a sales line with an assistant's refusal.
+_REFUSAL = re.compile(
+    r"^(i'?m sorry|sorry|i apologi[sz]e),? but\b|as an ai (language model|assistant), i\b|"
+    r"\bi (can'?t|cannot) (assist|help) with (that|this)\b",
+    re.IGNORECASE,
+)
 
 
 def clean_reply(text: str, customer_name: str, max_sentences: int) -> str:
@@ -178,8 +174,39 @@ def clean_reply(text: str, customer_name: str, max_sentences: int) -> str:
     text = _ROLE_PREFIX.sub("", text.strip())
     text = re.sub(r"[*_#`>]+", "", text)
     text = " ".join(text.split()).strip().strip('"').strip()
+    if _REFUSAL.search(text):
+        return ""
     sentences = [s for s in _SENTENCE_END.split(text) if s]
     return " ".join(sentences[:max_sentences]).strip()
+
+
+def with_question(reply: str, question: str | None, max_sentences: int) -> str:
+    """Make sure a qualifying reply asks its open question: a reply without any question
+    keeps its first sentence and gets the next qualification question."""
+    if not question or "?" in reply:
+        return reply
+    first = [s for s in _SENTENCE_END.split(reply) if s][: max_sentences - 1]
+    return " ".join([*first, question])
+
+
+# "Are you a robot?", "Is this a recording?", "Am I talking to a real person?"
+_ASKS_IF_AI = re.compile(
+    r"\b(are you|is this|is that|am i (?:talking|speaking) (?:to|with))\b[^?.!]{0,30}?"
+    r"\b(?:an? (?:robot|bot|machine|computer|recording|ai|real person|human|person)|human)\b",
+    re.IGNORECASE,
+)
+
+
+def with_ai_disclosure(reply: str, customer_line: str, catalog: Catalog, max_sentences: int) -> str:
+    """When the customer asks whether they talk to a person, the reply says plainly that
+    this is an AI assistant: a disclosure rule is not left to a small model's judgement."""
+    if not _ASKS_IF_AI.search(customer_line) or re.search(
+        r"\bAI\b", reply.replace(catalog.agent.company, "")
+    ):
+        return reply
+    disclosure = f"I'm an AI assistant calling for {catalog.agent.company}."
+    sentences = [s for s in _SENTENCE_END.split(reply) if s]
+    return " ".join([disclosure, *sentences[: max_sentences - 1]])
 
 
 FALLBACK_REPLY = "Sorry, could you say that again? I want to make sure I understand you."

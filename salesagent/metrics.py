@@ -54,7 +54,7 @@ DEFINITIONS: dict[str, Definition] = {
     "salesagent_calls_started_total": Definition(Kind.COUNTER, "Calls started"),
     "salesagent_calls_ended_total": Definition(
         Kind.COUNTER,
-        "Calls ended, by outcome (the customer's intent, or client_ended)",
+        "Calls ended, by outcome (the call's disposition)",
         ("outcome",),
     ),
     "salesagent_active_calls": Definition(

@@ -16,6 +16,19 @@ from typing import Protocol
 import numpy as np
 
 from salesagent.audio import decode_audio
+from salesagent.call_state import (
+    OBJECTION_CHOICES,
+    CallState,
+    Disposition,
+    LineReading,
+    Objection,
+    Slot,
+    apply,
+    disposition_for,
+    next_question,
+    objection_messages,
+    slot_messages,
+)
 from salesagent.catalog import Catalog
 from salesagent.conversation import (
     FALLBACK_GOODBYE,
@@ -27,8 +40,12 @@ from salesagent.conversation import (
     intent_messages,
     reply_is_complete,
     reply_messages,
+    with_ai_disclosure,
+    with_question,
 )
+from salesagent.grounding import drop_unsupported, unsupported_facts
 from salesagent.metrics import Metrics, NoMetrics, timed
+from salesagent.phone import normalize_phone
 from salesagent.sessions import CallSession, HistoryEntry, SessionStore, Speaker, entry
 from salesagent.settings import AudioSettings, ConversationSettings
 from salesagent.stt import Transcript
@@ -48,6 +65,10 @@ class STTFailed(Exception):
 
 class NoSpeech(Exception):
     """The audio decoded, but nothing was said in it."""
+
+
+class DoNotCall(Exception):
+    """The number asked not to be called again; a new call to it is refused."""
 
 
 class TTSFailed(Exception):
@@ -79,6 +100,7 @@ class Turn:
     reply: str
     should_end_call: bool
     intent: CustomerIntent
+    disposition: Disposition | None = None
 
 
 class SalesCallService:
@@ -103,6 +125,8 @@ class SalesCallService:
         self.metrics = metrics or NoMetrics()
 
     async def start_call(self, customer_name: str, phone_number: str) -> CallSession:
+        if await self.store.is_do_not_call(normalize_phone(phone_number)):
+            raise DoNotCall(f"{phone_number} asked not to be called again")
         await self.llm.ready()  # a call the agent cannot hold is refused up front (503)
         session = await self.store.create(
             customer_name, phone_number, greeting(self.catalog, customer_name)
@@ -118,8 +142,8 @@ class SalesCallService:
         self.metrics.observe(
             "salesagent_turn_duration_seconds", perf_counter() - started, channel=channel
         )
-        if turn.should_end_call:
-            self.metrics.inc("salesagent_calls_ended_total", outcome=turn.intent.value)
+        if turn.disposition:
+            self.metrics.inc("salesagent_calls_ended_total", outcome=turn.disposition.value)
             await self._count_active_calls()
         return turn
 
@@ -129,25 +153,62 @@ class SalesCallService:
             session = await self.store.get_active(call_id)
             customer = entry(Speaker.CUSTOMER, message)
             history = [*session.history, customer]
-            with timed(self.metrics, "llm_intent"):
-                label = await self.llm.choose(
-                    intent_messages(history), [i.value for i in CustomerIntent]
-                )
-            intent = CustomerIntent(label)
-            reply = await self._reply(session.customer_name, history, intent)
+            reading = await self._read(history)
+            state = apply(session.state, reading, message)
+            intent = reading.intent
+            reply = await self._reply(session.customer_name, history, intent, state)
             await self.store.append_turn(
-                call_id, [customer, entry(Speaker.AGENT, reply)], end_call=intent.ends_call
+                call_id,
+                [customer, entry(Speaker.AGENT, reply)],
+                end_call=intent.ends_call,
+                state=state,
+                do_not_call=normalize_phone(session.phone_number)
+                if intent is CustomerIntent.DO_NOT_CALL
+                else "",
             )
-        return Turn(reply=reply, should_end_call=intent.ends_call, intent=intent)
+        return Turn(
+            reply=reply,
+            should_end_call=intent.ends_call,
+            intent=intent,
+            disposition=state.disposition,
+        )
+
+    async def _read(self, history: list[HistoryEntry]) -> LineReading:
+        """Intent, qualification fact and objection of the customer's line: three guided
+        choices sent together, so vLLM batches them."""
+        line = history[-1].text
+        with timed(self.metrics, "llm_intent"):
+            intent, slot, objection = await asyncio.gather(
+                self.llm.choose(intent_messages(history), [i.value for i in CustomerIntent]),
+                self.llm.choose(slot_messages(line), [s.value for s in Slot]),
+                self.llm.choose(objection_messages(line), OBJECTION_CHOICES),
+            )
+        return LineReading(
+            intent=CustomerIntent(intent),
+            slot=Slot(slot),
+            objection=None if objection == "none" else Objection(objection),
+        )
 
     async def _reply(
-        self, customer_name: str, history: list[HistoryEntry], intent: CustomerIntent
+        self,
+        customer_name: str,
+        history: list[HistoryEntry],
+        intent: CustomerIntent,
+        state: CallState,
     ) -> str:
         messages = reply_messages(
-            self.catalog, customer_name, history, intent, self.settings.prompt_history_entries
+            self.catalog,
+            customer_name,
+            history,
+            intent,
+            self.settings.prompt_history_entries,
+            state,
         )
         limit = self.settings.max_reply_sentences
-        for _attempt in range(2):  # sampling can go astray; one retry, then a safe line
+        reply = ""
+        # Sampling can go astray: one retry for an unusable or ungrounded reply; then the
+        # grounded sentences of the last one, or a safe line.
+        for _attempt in range(2):
             raw = ""
             async with aclosing(self.llm.stream(messages)) as stream:
                 async for delta in stream:
@@ -155,9 +216,18 @@ class SalesCallService:
                     if reply_is_complete(raw, limit):
                         break  # closing the stream aborts the rest of the generation
             reply = clean_reply(raw, customer_name, limit)
+            if reply and not unsupported_facts(reply, self.catalog):
+                break
             if reply:
-                return reply
-        return FALLBACK_GOODBYE if intent.ends_call else FALLBACK_REPLY
+                self.metrics.inc("salesagent_errors_total", stage="grounding", kind="unsupported")
+        reply = drop_unsupported(reply, self.catalog)
+        if intent.ends_call:
+            return reply or FALLBACK_GOODBYE
+        # The dialog policy on top of the model's words: disclose the AI when asked, and
+        # ask the next qualification question while qualifying.
+        question = next_question(state, self.catalog.qualification_questions)
+        reply = with_ai_disclosure(reply, history[-1].text, self.catalog, limit)
+        return with_question(reply, question, limit) or question or FALLBACK_REPLY
 
     async def conversation(self, call_id: str) -> CallSession:
         return await self.store.get(call_id)
@@ -188,8 +258,13 @@ class SalesCallService:
         return await self.tts.synthesize(text)
 
     async def end_call(self, call_id: str) -> None:
-        await self.store.end(call_id)
-        self.metrics.inc("salesagent_calls_ended_total", outcome="client_ended")
+        """The client hung up: end the call, with its disposition."""
+        session = await self.store.get_active(call_id)
+        state = session.state.model_copy(
+            update={"disposition": disposition_for(session.state, None)}
+        )
+        await self.store.end(call_id, state)
+        self.metrics.inc("salesagent_calls_ended_total", outcome=state.disposition.value)
         await self._count_active_calls()
 
     async def _count_active_calls(self) -> None:

@@ -8,6 +8,7 @@ by `turn_lock` (a Redis lock, so it holds across ingress replicas).
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -16,9 +17,10 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 import redis.asyncio as aioredis
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from redis.exceptions import LockError
 
+from salesagent.call_state import CallState
 from salesagent.metrics import Metrics, NoMetrics, timed
 from salesagent.settings import RedisSettings
 
@@ -44,6 +46,8 @@ class CallSession(BaseModel):
     is_active: bool
     start_time: str
     end_time: str | None
+    # Beyond the contract's fields: stage, qualification, objections, disposition.
+    state: CallState = Field(default_factory=CallState)
 
 
 class CallNotFound(Exception):
@@ -70,20 +74,25 @@ def entry(speaker: Speaker, text: str) -> HistoryEntry:
 
 
 ACTIVE_KEY = "sales:active"  # sorted set: active call ids scored by their last activity
+DO_NOT_CALL_KEY = "sales:do-not-call"  # set of normalized phone numbers
 
-# KEYS: call hash, history list, active set.
-# ARGV: end ("1"/"0"), end_time, ttl_active, ttl_ended, now (unix s), call_id, entries...
-# Returns 0 when the call is missing or already ended (nothing is written), else 1.
+# KEYS: call hash, history list, active set, do-not-call set.
+# ARGV[1]: JSON {end, end_time, ttl_active, ttl_ended, now, call_id, state, do_not_call};
+# ARGV[2..]: history entries. Returns 0 when the call is missing or already ended (nothing
+# is written), else 1.
 _APPEND_TURN = """
 if redis.call('HGET', KEYS[1], 'is_active') ~= '1' then return 0 end
-for i = 7, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
-local ttl = tonumber(ARGV[3])
-if ARGV[1] == '1' then
-  redis.call('HSET', KEYS[1], 'is_active', '0', 'end_time', ARGV[2])
-  redis.call('ZREM', KEYS[3], ARGV[6])
-  ttl = tonumber(ARGV[4])
+local turn = cjson.decode(ARGV[1])
+for i = 2, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+if turn.state ~= '' then redis.call('HSET', KEYS[1], 'state', turn.state) end
+if turn.do_not_call ~= '' then redis.call('SADD', KEYS[4], turn.do_not_call) end
+local ttl = turn.ttl_active
+if turn['end'] then
+  redis.call('HSET', KEYS[1], 'is_active', '0', 'end_time', turn.end_time)
+  redis.call('ZREM', KEYS[3], turn.call_id)
+  ttl = turn.ttl_ended
 else
-  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[6])
+  redis.call('ZADD', KEYS[3], turn.now, turn.call_id)
 end
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('EXPIRE', KEYS[2], ttl)
@@ -172,6 +181,9 @@ class SessionStore:
             is_active=fields["is_active"] == "1",
             start_time=fields["start_time"],
             end_time=fields["end_time"] or None,
+            state=CallState.model_validate_json(fields["state"])
+            if "state" in fields
+            else CallState(),
         )
 
     async def get_active(self, call_id: str) -> CallSession:
@@ -181,30 +193,43 @@ class SessionStore:
         return session
 
     async def append_turn(
-        self, call_id: str, entries: list[HistoryEntry], end_call: bool = False
+        self,
+        call_id: str,
+        entries: list[HistoryEntry],
+        end_call: bool = False,
+        state: CallState | None = None,
+        do_not_call: str = "",
     ) -> str | None:
-        """Store a turn's entries (and the end of the call) atomically; returns the end time."""
+        """Store a turn atomically: its entries, the call's new state, the end of the call,
+        and a do-not-call request for `do_not_call` (a normalized number). Returns the end
+        time when the call ended."""
         end_time = utc_now() if end_call else ""
+        turn = {
+            "end": end_call,
+            "end_time": end_time,
+            "ttl_active": self._settings.idle_call_ttl_s,
+            "ttl_ended": self._settings.ended_call_ttl_s,
+            "now": time.time(),
+            "call_id": call_id,
+            "state": state.model_dump_json() if state else "",
+            "do_not_call": do_not_call,
+        }
         with timed(self._metrics, "redis"):
             stored = await self._append_turn(
-                keys=[*self._keys(call_id), ACTIVE_KEY],
-                args=[
-                    "1" if end_call else "0",
-                    end_time,
-                    self._settings.idle_call_ttl_s,
-                    self._settings.ended_call_ttl_s,
-                    time.time(),
-                    call_id,
-                    *(e.model_dump_json() for e in entries),
-                ],
+                keys=[*self._keys(call_id), ACTIVE_KEY, DO_NOT_CALL_KEY],
+                args=[json.dumps(turn), *(e.model_dump_json() for e in entries)],
             )
         if not stored:
             raise CallNotFound(call_id)
         return end_time or None
 
-    async def end(self, call_id: str) -> str | None:
+    async def end(self, call_id: str, state: CallState | None = None) -> str | None:
         """End an active call without adding history (a client hung up)."""
-        return await self.append_turn(call_id, [], end_call=True)
+        return await self.append_turn(call_id, [], end_call=True, state=state)
+
+    async def is_do_not_call(self, phone_number: str) -> bool:
+        with timed(self._metrics, "redis"):
+            return bool(await self._redis.sismember(DO_NOT_CALL_KEY, phone_number))
 
     async def active_count(self) -> int:
         """Active calls touched within the idle TTL (older ones have expired from Redis)."""

@@ -90,3 +90,27 @@ def test_settings_merge_env_then_args(monkeypatch):
     assert settings.llm.temperature == 0.1  # from args, beside it
     assert settings.redis.url == "redis://127.0.0.1:7000/1"
     assert settings.health_timeout_s == 1.0
+
+
+def test_ai_disclosure_when_asked():
+    from salesagent.conversation import with_ai_disclosure
+
+    asked = with_ai_disclosure(
+        "Yes, I'm Alex. How can I help?", "Am I talking to a robot?", CATALOG, 2
+    )
+    assert asked.startswith("I'm an AI assistant") and asked.count(".") + asked.count("?") <= 2
+    # Not asked, or already said: unchanged.
+    assert with_ai_disclosure("Sure.", "I want to get into AI.", CATALOG, 2) == "Sure."
+    said = "I'm an AI assistant for Edvantage AI. Happy to help."
+    assert with_ai_disclosure(said, "Are you human?", CATALOG, 2) == said
+
+
+def test_refusals_are_unusable_and_questions_get_asked():
+    from salesagent.conversation import with_question
+
+    assert clean_reply("I'm sorry, but I can't assist with that.", "Jo", 2) == ""
+    assert clean_reply("As an AI language model, I cannot sell.", "Jo", 2) == ""
+    q = "What do you do for work at the moment?"
+    assert with_question("It covers MLOps. And more.", q, 2) == f"It covers MLOps. {q}"
+    assert with_question("Do you code already?", q, 2) == "Do you code already?"
+    assert with_question("It covers MLOps.", None, 2) == "It covers MLOps."

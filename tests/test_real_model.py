@@ -5,6 +5,7 @@ Needs the prepared model (`python -m salesagent.models`, which scripts/setup.sh 
 
 from __future__ import annotations
 
+import asyncio
 import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,6 +14,7 @@ import httpx
 import pytest
 from ray import serve
 
+from salesagent.evaluation import failed_thresholds, load_prospects, report, run_suite
 from salesagent.settings import default_llm_model
 from tests.conftest import API, deploy
 
@@ -118,3 +120,31 @@ def test_concurrent_responds_on_one_call_are_serialized(real_app):
     assert all(a["text"] == reply_to[q["text"]] for q, a in turns)
     stamps = [e["timestamp"] for e in history]
     assert stamps == sorted(stamps)
+
+
+def test_a_do_not_call_request_ends_the_call_and_blocks_the_number(real_app):
+    with httpx.Client(base_url=real_app, timeout=120) as c:
+        r = c.post(
+            f"{API}/start-call", json={"phone_number": "(555) 777-1234", "customer_name": "Lee"}
+        )
+        call_id = r.json()["call_id"]
+        r = c.post(
+            f"{API}/respond/{call_id}",
+            json={"message": "Take me off your list and never call me again."},
+        )
+        assert r.json()["should_end_call"] is True
+        state = c.get(f"{API}/conversation/{call_id}").json()["state"]
+        assert state["disposition"] == "do_not_call" and state["stage"] == "closing"
+        again = c.post(
+            f"{API}/start-call", json={"phone_number": "+1 555-777-1234", "customer_name": "Lee"}
+        )
+        assert again.status_code == 403
+        assert "asked not to be called again" in again.json()["detail"]
+
+
+def test_the_evaluation_suite_meets_its_thresholds(real_app):
+    results = asyncio.run(run_suite(real_app, load_prospects(), concurrency=4))
+    table = report(results)
+    print(table)  # shown with -s, and in the failure message below
+    assert len(results) >= 20
+    assert not failed_thresholds(results), table

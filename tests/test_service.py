@@ -3,10 +3,12 @@
 import pytest
 
 from salesagent.catalog import load_catalog
-from salesagent.conversation import FALLBACK_REPLY, CustomerIntent
-from salesagent.service import LLMUnavailable, SalesCallService
+from salesagent.conversation import CustomerIntent
+from salesagent.service import DoNotCall, LLMUnavailable, SalesCallService
 from salesagent.sessions import SessionStore
 from salesagent.settings import ConversationSettings, RedisSettings
+
+QUESTIONS = load_catalog().qualification_questions
 
 
 class ScriptedLLM:
@@ -22,7 +24,8 @@ class ScriptedLLM:
         return "scripted"
 
     async def choose(self, messages, choices):
-        return self.intent
+        # The intent request gets the scripted intent; the slot and objection requests "none".
+        return self.intent if self.intent in choices else "none"
 
     async def stream(self, messages, max_tokens=None):
         words = self.replies.pop(0).split(" ")
@@ -81,12 +84,31 @@ async def test_llm_failure_mid_turn_stores_nothing(store):
 async def test_unusable_output_is_retried_then_replaced(store):
     svc = service(store, ScriptedLLM(["Customer: hi", "Customer: again"]))
     call = await svc.start_call("John", "555")
-    assert (await svc.respond(call.call_id, "hello?")).reply == FALLBACK_REPLY
+    # Nothing usable twice: while qualifying, the agent asks its next open question.
+    assert (await svc.respond(call.call_id, "hello?")).reply == QUESTIONS["background"]
 
 
 async def test_ending_intent_ends_the_call(store):
     svc = service(store, ScriptedLLM(["Understood, goodbye."], intent="do_not_call"))
-    call = await svc.start_call("John", "555")
+    call = await svc.start_call("John", "(555) 010-7788")
     turn = await svc.respond(call.call_id, "Never call me again.")
     assert turn.should_end_call
-    assert not (await store.get(call.call_id)).is_active
+    ended = await store.get(call.call_id)
+    assert not ended.is_active and ended.state.disposition == "do_not_call"
+    # The number is on the do-not-call list, however it is written next time.
+    with pytest.raises(DoNotCall):
+        await svc.start_call("John", "+1 555-010-7788")
+
+
+async def test_ungrounded_reply_is_regenerated_then_trimmed(store):
+    svc = service(store, ScriptedLLM(["It costs $99 today.", "It costs $299. Only 5 weeks left!"]))
+    call = await svc.start_call("John", "555")
+    reply = (await svc.respond(call.call_id, "Price?")).reply
+    assert reply == f"It costs $299. {QUESTIONS['background']}"
+
+
+async def test_client_hang_up_records_a_disposition(store):
+    svc = service(store, ScriptedLLM([]))
+    call = await svc.start_call("John", "555")
+    await svc.end_call(call.call_id)
+    assert (await store.get(call.call_id)).state.disposition == "failed"

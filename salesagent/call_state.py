@@ -1,0 +1,235 @@
+"""The typed state of a sales call beside its history: stage, lead qualification,
+objections, and the disposition when it ends.
+
+Each customer line is read by three short classification requests that vLLM constrains
+to their labels (guided choice): the intent (in `conversation.py`), which qualification
+fact it gives, and which objection it raises. The stage then follows from the state by
+plain rules, and the disposition from how the call ended, so nothing is parsed out of
+free text.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+Message = dict[str, str]
+
+
+class CustomerIntent(StrEnum):
+    """What the customer's latest line means for the call, as the classifier labels it."""
+
+    CONTINUE = "continue"
+    INTERESTED = "interested"
+    BUSY = "busy"
+    GOODBYE = "goodbye"
+    NOT_INTERESTED = "not_interested"
+    DO_NOT_CALL = "do_not_call"
+    WRONG_PERSON = "wrong_person"
+    VOICEMAIL = "voicemail"
+
+    @property
+    def ends_call(self) -> bool:
+        return self in _ENDING_INTENTS
+
+
+_ENDING_INTENTS = {
+    CustomerIntent.GOODBYE,
+    CustomerIntent.NOT_INTERESTED,
+    CustomerIntent.DO_NOT_CALL,
+    CustomerIntent.WRONG_PERSON,
+    CustomerIntent.VOICEMAIL,
+}
+
+
+class Stage(StrEnum):
+    INTRODUCTION = "introduction"
+    QUALIFICATION = "qualification"
+    PITCH = "pitch"
+    OBJECTION_HANDLING = "objection_handling"
+    CLOSING = "closing"
+
+
+class Objection(StrEnum):
+    PRICE = "price"
+    TIME = "time"
+    RELEVANCE = "relevance"
+    TRUST = "trust"
+    OTHER = "other"
+
+
+class Disposition(StrEnum):
+    INTERESTED = "interested"
+    ENROLLED = "enrolled"
+    FOLLOW_UP_BOOKED = "follow_up_booked"
+    NOT_INTERESTED = "not_interested"
+    DO_NOT_CALL = "do_not_call"
+    WRONG_PERSON = "wrong_person"
+    VOICEMAIL = "voicemail"
+    FAILED = "failed"
+
+
+class Qualification(BaseModel):
+    background: str | None = None
+    goal: str | None = None
+    timeline: str | None = None
+    budget: str | None = None
+    decision_maker: str | None = None
+
+    def known(self) -> int:
+        return sum(value is not None for value in self.model_dump().values())
+
+
+class CallState(BaseModel):
+    stage: Stage = Stage.INTRODUCTION
+    qualification: Qualification = Field(default_factory=Qualification)
+    objections: list[Objection] = Field(default_factory=list)
+    interested: bool = False
+    disposition: Disposition | None = None
+
+
+class Slot(StrEnum):
+    """Which qualification fact a customer line gives, as the classifier labels it."""
+
+    NONE = "none"
+    BACKGROUND = "background"
+    GOAL = "goal"
+    TIMELINE = "timeline"
+    BUDGET = "budget"
+    DECISION_MAKER = "decision_maker"
+
+
+class LineReading(BaseModel):
+    """What one customer line means: three labels picked under guided decoding."""
+
+    intent: CustomerIntent
+    slot: Slot = Slot.NONE
+    objection: Objection | None = None
+
+
+def slot_messages(customer_line: str) -> list[Message]:
+    return [
+        {
+            "role": "system",
+            "content": (
+                "A customer on a sales call for an AI course said one line. Which fact about "
+                "them does it give? background: their job, studies or experience. goal: what "
+                "they want to achieve or learn. timeline: when they want to start or finish. "
+                "budget: what they can spend. decision_maker: who decides or pays. none: no "
+                "such fact (questions, greetings, objections). Answer with the label only."
+            ),
+        },
+        {"role": "user", "content": 'Customer: "I\'m a nurse and I just started learning Python."'},
+        {"role": "assistant", "content": "background"},
+        {"role": "user", "content": 'Customer: "How much is it?"'},
+        {"role": "assistant", "content": "none"},
+        {"role": "user", "content": 'Customer: "I want to become a machine learning engineer."'},
+        {"role": "assistant", "content": "goal"},
+        {"role": "user", "content": f'Customer: "{customer_line}"'},
+    ]
+
+
+def objection_messages(customer_line: str) -> list[Message]:
+    return [
+        {
+            "role": "system",
+            "content": (
+                "A customer on a sales call for an AI course said one line. Does it raise an "
+                "objection? price: too expensive. time: too busy, no time to study. relevance: "
+                "not useful for them. trust: doubts the offer or the caller. other: another "
+                "objection. none: no objection. Answer with the label only."
+            ),
+        },
+        {"role": "user", "content": 'Customer: "That\'s way too much money for me."'},
+        {"role": "assistant", "content": "price"},
+        {"role": "user", "content": 'Customer: "What topics does it cover?"'},
+        {"role": "assistant", "content": "none"},
+        {"role": "user", "content": 'Customer: "I work sixty hours a week, I can\'t fit it in."'},
+        {"role": "assistant", "content": "time"},
+        {"role": "user", "content": 'Customer: "Is this a scam?"'},
+        {"role": "assistant", "content": "trust"},
+        {"role": "user", "content": f'Customer: "{customer_line}"'},
+    ]
+
+
+OBJECTION_CHOICES = ["none", *(o.value for o in Objection)]
+
+
+def apply(state: CallState, reading: LineReading, customer_line: str) -> CallState:
+    """The state after a customer line: a new fact fills its empty slot (in the customer's
+    own words), objections add up, the stage moves on, and an ending call gets its
+    disposition."""
+    known = state.qualification.model_dump()
+    if reading.slot is not Slot.NONE and not known[reading.slot.value]:
+        known[reading.slot.value] = customer_line[:200]
+    objections = list(state.objections)
+    if reading.objection and reading.objection not in objections:
+        objections.append(reading.objection)
+    interested = state.interested or reading.intent in (
+        CustomerIntent.INTERESTED,
+        CustomerIntent.BUSY,
+    )
+    new = state.model_copy(
+        update={
+            "qualification": Qualification(**known),
+            "objections": objections,
+            "interested": interested,
+        }
+    )
+    new.stage = _next_stage(new, reading)
+    if reading.intent.ends_call:
+        new.disposition = disposition_for(new, reading.intent)
+    return new
+
+
+def _next_stage(state: CallState, reading: LineReading) -> Stage:
+    """Rules, in order: ending, or agreeing once something is known about them -> closing;
+    a fresh objection -> objection handling; after handling one -> back to the pitch; two
+    qualification facts -> pitch; past the greeting -> qualification."""
+    agreeing = reading.intent is CustomerIntent.INTERESTED and state.qualification.known() > 0
+    if reading.intent.ends_call or agreeing:
+        return Stage.CLOSING
+    if reading.objection:
+        return Stage.OBJECTION_HANDLING
+    if state.stage is Stage.OBJECTION_HANDLING:
+        return Stage.PITCH
+    if state.stage in (Stage.PITCH, Stage.CLOSING) or state.qualification.known() >= 2:
+        return Stage.PITCH if state.stage is not Stage.CLOSING else Stage.CLOSING
+    return Stage.QUALIFICATION
+
+
+def disposition_for(state: CallState, intent: CustomerIntent | None) -> Disposition:
+    """How an ending call is recorded; `intent` None means the client hung up."""
+    match intent:
+        case None:  # hung up mid-call
+            return Disposition.INTERESTED if state.interested else Disposition.FAILED
+        case CustomerIntent.DO_NOT_CALL:
+            return Disposition.DO_NOT_CALL
+        case CustomerIntent.WRONG_PERSON:
+            return Disposition.WRONG_PERSON
+        case CustomerIntent.VOICEMAIL:
+            return Disposition.VOICEMAIL
+        case CustomerIntent.NOT_INTERESTED:
+            return Disposition.NOT_INTERESTED
+        case CustomerIntent.GOODBYE if state.stage is Stage.CLOSING and state.interested:
+            return Disposition.FOLLOW_UP_BOOKED
+        case _:
+            return Disposition.INTERESTED if state.interested else Disposition.NOT_INTERESTED
+
+
+def next_question(state: CallState, questions: dict[str, str]) -> str | None:
+    """While qualifying, the open question for the first fact the agent still lacks."""
+    if state.stage not in (Stage.INTRODUCTION, Stage.QUALIFICATION):
+        return None
+    known = state.qualification.model_dump()
+    return next((questions[slot] for slot, value in known.items() if not value), None)
+
+
+STAGE_GUIDANCE = {
+    Stage.INTRODUCTION: "Answer briefly and ask about them.",
+    Stage.QUALIFICATION: "Answer briefly and ask about them.",
+    Stage.PITCH: "Pitch the one or two benefits that fit what they told you.",
+    Stage.OBJECTION_HANDLING: "Answer their concern calmly with the facts, then check in.",
+    Stage.CLOSING: "Ask for a soft commitment: to enroll, or to book a follow-up call.",
+}

@@ -1,0 +1,97 @@
+"""Call state rules, grounding checks and phone normalization: pure logic."""
+
+import pytest
+
+from salesagent.call_state import (
+    CallState,
+    CustomerIntent,
+    Disposition,
+    LineReading,
+    Objection,
+    Slot,
+    Stage,
+    apply,
+)
+from salesagent.catalog import load_catalog
+from salesagent.grounding import drop_unsupported, unsupported_facts
+from salesagent.phone import normalize_phone
+
+CATALOG = load_catalog()
+
+
+def read(intent="continue", slot="none", objection=None) -> LineReading:
+    return LineReading(
+        intent=CustomerIntent(intent),
+        slot=Slot(slot),
+        objection=Objection(objection) if objection else None,
+    )
+
+
+def test_a_call_moves_through_the_stages():
+    state = CallState()
+    state = apply(state, read(), "Sure, what is it about?")
+    assert state.stage is Stage.QUALIFICATION
+    state = apply(state, read(slot="background"), "I'm a data analyst.")
+    state = apply(state, read(slot="goal"), "I want to get into machine learning.")
+    assert state.stage is Stage.PITCH
+    assert state.qualification.background == "I'm a data analyst."
+    state = apply(state, read(objection="price"), "That's expensive.")
+    assert state.stage is Stage.OBJECTION_HANDLING and state.objections == [Objection.PRICE]
+    state = apply(state, read(), "Okay, tell me more.")
+    assert state.stage is Stage.PITCH
+    state = apply(state, read(intent="interested"), "How do I sign up?")
+    assert state.stage is Stage.CLOSING and state.interested
+    state = apply(state, read(intent="goodbye"), "Great, talk tomorrow, bye.")
+    assert state.disposition is Disposition.FOLLOW_UP_BOOKED
+
+
+def test_enthusiasm_before_qualifying_keeps_qualifying():
+    state = apply(CallState(), read(intent="interested"), "Yes, tell me about it!")
+    assert state.stage is Stage.QUALIFICATION and state.interested
+
+
+def test_known_slots_are_not_overwritten():
+    state = apply(CallState(), read(slot="goal"), "Become an ML engineer.")
+    state = apply(state, read(slot="goal"), "Something else.")
+    assert state.qualification.goal == "Become an ML engineer."
+
+
+@pytest.mark.parametrize(
+    ("intent", "disposition"),
+    [
+        ("do_not_call", Disposition.DO_NOT_CALL),
+        ("wrong_person", Disposition.WRONG_PERSON),
+        ("voicemail", Disposition.VOICEMAIL),
+        ("not_interested", Disposition.NOT_INTERESTED),
+        ("goodbye", Disposition.NOT_INTERESTED),
+    ],
+)
+def test_ending_intents_set_the_disposition(intent, disposition):
+    state = apply(CallState(), read(intent=intent), "...")
+    assert state.disposition is disposition and state.stage is Stage.CLOSING
+
+
+def test_grounding_accepts_catalog_facts_and_flags_invented_ones():
+    assert unsupported_facts("It's $299 instead of $499, 12 weeks, you save 40%.", CATALOG) == []
+    assert unsupported_facts("Twelve weeks, about three months.", CATALOG) == []
+    assert unsupported_facts("Only $199 for 8 weeks, 50% off!", CATALOG) == [
+        "$199",
+        "8 weeks",
+        "50%",
+    ]
+    assert drop_unsupported("It is 12 weeks. It costs 100 dollars.", CATALOG) == "It is 12 weeks."
+
+
+@pytest.mark.parametrize(
+    ("raw", "normalized"),
+    [
+        ("123-456-7890", "+11234567890"),
+        ("(123) 456 7890", "+11234567890"),
+        ("+1 123.456.7890", "+11234567890"),
+        ("1-123-456-7890", "+11234567890"),
+        ("+44 20 7946 0958", "+442079460958"),
+        ("0044 20 7946 0958", "+442079460958"),
+    ],
+)
+def test_phone_numbers_normalize(raw, normalized):
+    assert normalize_phone(raw) == normalized
