@@ -72,7 +72,7 @@ async def converse(
             if message["type"] == "error":
                 raise RuntimeError(f"voice chat refused: {conversation.greeting_text}")
         for clip in clips:
-            turn = await _turn(ws, clip, timeout_s)
+            turn = await send_turn(ws, clip, timeout_s)
             conversation.turns.append(turn)
             if turn.ended:
                 break
@@ -81,7 +81,8 @@ async def converse(
     return conversation
 
 
-async def _turn(ws, clip: bytes, timeout_s: float) -> TurnResult:
+async def send_turn(ws, clip: bytes, timeout_s: float) -> TurnResult:
+    """Send one customer clip on an open voice-chat socket and collect the reply."""
     turn = TurnResult()
     await ws.send(clip)
     sent = time.perf_counter()
