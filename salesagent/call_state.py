@@ -108,49 +108,50 @@ class LineReading(BaseModel):
     objection: Objection | None = None
 
 
+def labelling_messages(
+    instructions: str, examples: list[tuple[str, str]], customer_line: str
+) -> list[Message]:
+    """A classification request: instructions, worked examples as earlier turns (a 0.5B
+    model labels far better with them), then the line to label."""
+    messages = [{"role": "system", "content": instructions}]
+    for line, label in examples:
+        messages += [
+            {"role": "user", "content": f'Customer: "{line}"'},
+            {"role": "assistant", "content": label},
+        ]
+    return [*messages, {"role": "user", "content": f'Customer: "{customer_line}"'}]
+
+
 def slot_messages(customer_line: str) -> list[Message]:
-    return [
-        {
-            "role": "system",
-            "content": (
-                "A customer on a sales call for an AI course said one line. Which fact about "
-                "them does it give? background: their job, studies or experience. goal: what "
-                "they want to achieve or learn. timeline: when they want to start or finish. "
-                "budget: what they can spend. decision_maker: who decides or pays. none: no "
-                "such fact (questions, greetings, objections). Answer with the label only."
-            ),
-        },
-        {"role": "user", "content": 'Customer: "I\'m a nurse and I just started learning Python."'},
-        {"role": "assistant", "content": "background"},
-        {"role": "user", "content": 'Customer: "How much is it?"'},
-        {"role": "assistant", "content": "none"},
-        {"role": "user", "content": 'Customer: "I want to become a machine learning engineer."'},
-        {"role": "assistant", "content": "goal"},
-        {"role": "user", "content": f'Customer: "{customer_line}"'},
-    ]
+    return labelling_messages(
+        "A customer on a sales call for an AI course said one line. Which fact about them "
+        "does it give? background: their job, studies or experience. goal: what they want to "
+        "achieve or learn. timeline: when they want to start or finish. budget: what they can "
+        "spend. decision_maker: who decides or pays. none: no such fact (questions, "
+        "greetings, objections). Answer with the label only.",
+        [
+            ("I'm a nurse and I just started learning Python.", "background"),
+            ("How much is it?", "none"),
+            ("I want to become a machine learning engineer.", "goal"),
+        ],
+        customer_line,
+    )
 
 
 def objection_messages(customer_line: str) -> list[Message]:
-    return [
-        {
-            "role": "system",
-            "content": (
-                "A customer on a sales call for an AI course said one line. Does it raise an "
-                "objection? price: too expensive. time: too busy, no time to study. relevance: "
-                "not useful for them. trust: doubts the offer or the caller. other: another "
-                "objection. none: no objection. Answer with the label only."
-            ),
-        },
-        {"role": "user", "content": 'Customer: "That\'s way too much money for me."'},
-        {"role": "assistant", "content": "price"},
-        {"role": "user", "content": 'Customer: "What topics does it cover?"'},
-        {"role": "assistant", "content": "none"},
-        {"role": "user", "content": 'Customer: "I work sixty hours a week, I can\'t fit it in."'},
-        {"role": "assistant", "content": "time"},
-        {"role": "user", "content": 'Customer: "Is this a scam?"'},
-        {"role": "assistant", "content": "trust"},
-        {"role": "user", "content": f'Customer: "{customer_line}"'},
-    ]
+    return labelling_messages(
+        "A customer on a sales call for an AI course said one line. Does it raise an "
+        "objection? price: too expensive. time: too busy, no time to study. relevance: not "
+        "useful for them. trust: doubts the offer or the caller. other: another objection. "
+        "none: no objection. Answer with the label only.",
+        [
+            ("That's way too much money for me.", "price"),
+            ("What topics does it cover?", "none"),
+            ("I work sixty hours a week, I can't fit it in.", "time"),
+            ("Is this a scam?", "trust"),
+        ],
+        customer_line,
+    )
 
 
 OBJECTION_CHOICES = ["none", *(o.value for o in Objection)]

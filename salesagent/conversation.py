@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import re
 
-from salesagent.call_state import STAGE_GUIDANCE, CallState, CustomerIntent, Message
+from salesagent.call_state import (
+    STAGE_GUIDANCE,
+    CallState,
+    CustomerIntent,
+    Message,
+    labelling_messages,
+)
 from salesagent.catalog import Catalog
 from salesagent.sessions import HistoryEntry, Speaker
 
@@ -94,7 +100,6 @@ _CLOSING_INSTRUCTIONS = {
 }
 
 
-# Worked examples, given as earlier turns: a 0.5B model labels far better with them.
 _INTENT_EXAMPLES = [
     ("Yeah, I can talk for a minute. What's this about?", CustomerIntent.CONTINUE),
     ("Alright, thank you, bye now.", CustomerIntent.GOODBYE),
@@ -127,17 +132,10 @@ _INTENT_INSTRUCTIONS = (
 )
 
 
-def _intent_question(customer_line: str) -> Message:
-    return {"role": "user", "content": f'Customer: "{customer_line}"'}
-
-
 def intent_messages(history: list[HistoryEntry]) -> list[Message]:
     """A classification request for the customer's last line; the answer is one intent label."""
-    messages = [{"role": "system", "content": _INTENT_INSTRUCTIONS}]
-    for line, label in _INTENT_EXAMPLES:
-        messages += [_intent_question(line), {"role": "assistant", "content": label.value}]
-    messages.append(_intent_question(history[-1].text if history else ""))
-    return messages
+    examples = [(line, label.value) for line, label in _INTENT_EXAMPLES]
+    return labelling_messages(_INTENT_INSTRUCTIONS, examples, history[-1].text if history else "")
 
 
 _ROLE_PREFIX = re.compile(
