@@ -20,6 +20,10 @@ if [ -z "${SALES_REDIS__URL:-}" ]; then
 fi
 
 # Ray on loopback only: the node advertises 127.0.0.1 and Serve binds 127.0.0.1:8000.
+# Ray swaps a --node-ip-address of 127.0.0.1 for the machine's own address unless this
+# (oddly named) switch says the node is a single-machine cluster; then every Ray port
+# listens on 127.0.0.1 only.
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
 ray_port=6390
 if ! ray start --head --node-ip-address=127.0.0.1 --port="$ray_port" \
     --include-dashboard=false --disable-usage-stats >/dev/null; then
