@@ -124,37 +124,71 @@ def labelling_messages(
 
 def slot_messages(customer_line: str) -> list[Message]:
     return labelling_messages(
-        "A customer on a sales call for an AI course said one line. Which fact about them "
-        "does it give? background: their job, studies or experience. goal: what they want to "
-        "achieve or learn. timeline: when they want to start or finish. budget: what they can "
-        "spend. decision_maker: who decides or pays. none: no such fact (questions, "
-        "greetings, objections). Answer with the label only.",
+        "A customer on a sales call for an AI course said one line. Does it state a fact "
+        "about the customer? background: their job, studies or experience. goal: a career "
+        "or learning aim. timeline: when they want to start. budget: how much they can "
+        "spend. decision_maker: someone else decides or pays. none: anything else: "
+        "questions, yes or no, greetings, objections, requests. Answer with the label only.",
         [
+            ("Yeah, go on, what's this about?", "none"),
             ("I'm a nurse and I just started learning Python.", "background"),
             ("How much is it?", "none"),
             ("I want to become a machine learning engineer.", "goal"),
+            ("I'm too busy for this.", "none"),
+            ("I was hoping to start next month.", "timeline"),
+            ("Sounds good, how do I join?", "none"),
+            ("I could spend maybe two hundred dollars.", "budget"),
+            ("What's the schedule like?", "none"),
+            ("My boss would have to approve it.", "decision_maker"),
+            ("Okay, sure.", "none"),
         ],
         customer_line,
     )
 
 
 def objection_messages(customer_line: str) -> list[Message]:
+    """Whether the line pushes back at all (yes/no): a 0.5B model answers this far more
+    reliably than a choice among kinds that includes "none"."""
     return labelling_messages(
-        "A customer on a sales call for an AI course said one line. Does it raise an "
-        "objection? price: too expensive. time: too busy, no time to study. relevance: not "
-        "useful for them. trust: doubts the offer or the caller. other: another objection. "
-        "none: no objection. Answer with the label only.",
+        "A customer on a sales call for an AI course said one line. Is the customer pushing "
+        "back against buying: saying it is too expensive, that they have no time, that it is "
+        "of no use to them, or that they do not trust the offer? Questions, agreeing, and "
+        "facts about themselves are not push back. Answer yes or no.",
         [
-            ("That's way too much money for me.", "price"),
-            ("What topics does it cover?", "none"),
-            ("I work sixty hours a week, I can't fit it in.", "time"),
-            ("Is this a scam?", "trust"),
+            ("Yeah, I've got a couple of minutes.", "no"),
+            ("That's way too much money for me.", "yes"),
+            ("What does the course include?", "no"),
+            ("I work sixty hours a week, I can't fit it in.", "yes"),
+            ("I'm a nurse and I want to learn Python.", "no"),
+            ("Is this a scam?", "yes"),
+            ("What's the price?", "no"),
+            ("I don't need AI for what I do.", "yes"),
+            ("Can you call me later?", "no"),
         ],
         customer_line,
     )
 
 
-OBJECTION_CHOICES = ["none", *(o.value for o in Objection)]
+def objection_kind_messages(customer_line: str) -> list[Message]:
+    """Which objection a pushing-back line raises (asked together with the yes/no)."""
+    return labelling_messages(
+        "A customer on a sales call for an AI course pushed back. Why? price: it costs too "
+        "much or they cannot afford it. time: they have no time to study. relevance: it is "
+        "of no use to them. trust: they doubt the caller or the offer. other: another "
+        "reason. Answer with the label only.",
+        [
+            ("That's way too much money for me.", "price"),
+            ("I work sixty hours a week, I can't fit it in.", "time"),
+            ("Is this a scam?", "trust"),
+            ("I don't need AI for what I do.", "relevance"),
+            ("My wife would never let me.", "other"),
+        ],
+        customer_line,
+    )
+
+
+PUSHES_BACK = ["no", "yes"]
+OBJECTION_CHOICES = [o.value for o in Objection]
 
 
 def apply(state: CallState, reading: LineReading, customer_line: str) -> CallState:
@@ -186,15 +220,13 @@ def apply(state: CallState, reading: LineReading, customer_line: str) -> CallSta
 
 def _next_stage(state: CallState, reading: LineReading) -> Stage:
     """Rules, in order: ending, or agreeing once something is known about them -> closing;
-    a fresh objection -> objection handling; after handling one -> back to the pitch; two
-    qualification facts -> pitch; past the greeting -> qualification."""
+    a fresh objection -> objection handling; once pitching, or with two qualification
+    facts -> pitch; otherwise (also after an objection) -> qualification."""
     agreeing = reading.intent is CustomerIntent.INTERESTED and state.qualification.known() > 0
     if reading.intent.ends_call or agreeing:
         return Stage.CLOSING
     if reading.objection:
         return Stage.OBJECTION_HANDLING
-    if state.stage is Stage.OBJECTION_HANDLING:
-        return Stage.PITCH
     if state.stage in (Stage.PITCH, Stage.CLOSING) or state.qualification.known() >= 2:
         return Stage.PITCH if state.stage is not Stage.CLOSING else Stage.CLOSING
     return Stage.QUALIFICATION
@@ -220,8 +252,9 @@ def disposition_for(state: CallState, intent: CustomerIntent | None) -> Disposit
 
 
 def next_question(state: CallState, questions: dict[str, str]) -> str | None:
-    """While qualifying, the open question for the first fact the agent still lacks."""
-    if state.stage not in (Stage.INTRODUCTION, Stage.QUALIFICATION):
+    """While qualifying, and after answering an objection before two facts are known, the
+    open question for the first fact the agent still lacks."""
+    if state.stage in (Stage.PITCH, Stage.CLOSING) or state.qualification.known() >= 2:
         return None
     known = state.qualification.model_dump()
     return next((questions[slot] for slot, value in known.items() if not value), None)

@@ -10,11 +10,19 @@ from __future__ import annotations
 import re
 
 from salesagent.call_state import (
+    OBJECTION_CHOICES,
+    PUSHES_BACK,
     STAGE_GUIDANCE,
     CallState,
     CustomerIntent,
+    LineReading,
     Message,
+    Objection,
+    Slot,
     labelling_messages,
+    objection_kind_messages,
+    objection_messages,
+    slot_messages,
 )
 from salesagent.catalog import Catalog
 from salesagent.sessions import HistoryEntry, Speaker
@@ -116,11 +124,13 @@ _INTENT_EXAMPLES = [
     ("I'm busy, call me some other time.", CustomerIntent.BUSY),
     ("That sounds great, how do I sign up?", CustomerIntent.INTERESTED),
     ("Hi, you've reached Dana. Leave a message after the beep.", CustomerIntent.VOICEMAIL),
+    ("I'm an accountant and I'd like to learn data science.", CustomerIntent.CONTINUE),
+    ("Okay, tell me more.", CustomerIntent.CONTINUE),
 ]
 
 _INTENT_INSTRUCTIONS = (
     "You label what a customer just said on a sales phone call. Labels:\n"
-    "continue: questions, objections, doubts, small talk.\n"
+    "continue: questions, objections, doubts, facts about themselves, small talk.\n"
     "interested: wants to sign up, enroll or get the offer.\n"
     "busy: no time right now but happy to talk at another time.\n"
     "goodbye: says bye or ends the conversation.\n"
@@ -136,6 +146,27 @@ def intent_messages(history: list[HistoryEntry]) -> list[Message]:
     """A classification request for the customer's last line; the answer is one intent label."""
     examples = [(line, label.value) for line, label in _INTENT_EXAMPLES]
     return labelling_messages(_INTENT_INSTRUCTIONS, examples, history[-1].text if history else "")
+
+
+def reading_requests(history: list[HistoryEntry]) -> list[tuple[list[Message], list[str]]]:
+    """The guided-choice requests that read the customer's last line (sent together, so
+    vLLM batches them), in the order `reading_from` takes their answers."""
+    line = history[-1].text
+    return [
+        (intent_messages(history), [i.value for i in CustomerIntent]),
+        (slot_messages(line), [s.value for s in Slot]),
+        (objection_messages(line), PUSHES_BACK),
+        (objection_kind_messages(line), OBJECTION_CHOICES),
+    ]
+
+
+def reading_from(answers: list[str]) -> LineReading:
+    intent, slot, pushes_back, kind = answers
+    return LineReading(
+        intent=CustomerIntent(intent),
+        slot=Slot(slot),
+        objection=Objection(kind) if pushes_back == "yes" else None,
+    )
 
 
 _ROLE_PREFIX = re.compile(

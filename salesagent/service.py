@@ -17,17 +17,12 @@ import numpy as np
 
 from salesagent.audio import decode_audio
 from salesagent.call_state import (
-    OBJECTION_CHOICES,
     CallState,
     Disposition,
     LineReading,
-    Objection,
-    Slot,
     apply,
     disposition_for,
     next_question,
-    objection_messages,
-    slot_messages,
 )
 from salesagent.catalog import Catalog
 from salesagent.conversation import (
@@ -37,7 +32,8 @@ from salesagent.conversation import (
     Message,
     clean_reply,
     greeting,
-    intent_messages,
+    reading_from,
+    reading_requests,
     reply_is_complete,
     reply_messages,
     with_ai_disclosure,
@@ -174,20 +170,13 @@ class SalesCallService:
         )
 
     async def _read(self, history: list[HistoryEntry]) -> LineReading:
-        """Intent, qualification fact and objection of the customer's line: three guided
+        """Intent, qualification fact and objection of the customer's line: short guided
         choices sent together, so vLLM batches them."""
-        line = history[-1].text
         with timed(self.metrics, "llm_intent"):
-            intent, slot, objection = await asyncio.gather(
-                self.llm.choose(intent_messages(history), [i.value for i in CustomerIntent]),
-                self.llm.choose(slot_messages(line), [s.value for s in Slot]),
-                self.llm.choose(objection_messages(line), OBJECTION_CHOICES),
+            answers = await asyncio.gather(
+                *(self.llm.choose(m, choices) for m, choices in reading_requests(history))
             )
-        return LineReading(
-            intent=CustomerIntent(intent),
-            slot=Slot(slot),
-            objection=None if objection == "none" else Objection(objection),
-        )
+        return reading_from(answers)
 
     async def _reply(
         self,

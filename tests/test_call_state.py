@@ -11,6 +11,7 @@ from salesagent.call_state import (
     Slot,
     Stage,
     apply,
+    next_question,
 )
 from salesagent.catalog import load_catalog
 from salesagent.grounding import drop_unsupported, unsupported_facts
@@ -48,6 +49,20 @@ def test_a_call_moves_through_the_stages():
 def test_enthusiasm_before_qualifying_keeps_qualifying():
     state = apply(CallState(), read(intent="interested"), "Yes, tell me about it!")
     assert state.stage is Stage.QUALIFICATION and state.interested
+
+
+def test_an_objection_while_qualifying_is_answered_then_qualifying_goes_on():
+    questions = CATALOG.qualification_questions
+    state = apply(CallState(), read(objection="time"), "I'm really busy these days.")
+    assert state.stage is Stage.OBJECTION_HANDLING
+    # The answer to the objection still asks for the first missing fact ...
+    assert next_question(state, questions) == questions["background"]
+    state = apply(state, read(slot="background"), "I'm a nurse.")
+    assert state.stage is Stage.QUALIFICATION
+    assert next_question(state, questions) == questions["goal"]
+    # ... and with two facts known the agent pitches instead of asking more.
+    state = apply(state, read(slot="goal"), "I want to work in health AI.")
+    assert state.stage is Stage.PITCH and next_question(state, questions) is None
 
 
 def test_known_slots_are_not_overwritten():

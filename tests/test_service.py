@@ -24,8 +24,9 @@ class ScriptedLLM:
         return "scripted"
 
     async def choose(self, messages, choices):
-        # The intent request gets the scripted intent; the slot and objection requests "none".
-        return self.intent if self.intent in choices else "none"
+        # The intent request gets the scripted intent; the others their first choice, which
+        # is the "nothing found" answer ("none" fact, "no" push back).
+        return self.intent if self.intent in choices else choices[0]
 
     async def stream(self, messages, max_tokens=None):
         words = self.replies.pop(0).split(" ")
