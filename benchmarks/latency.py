@@ -39,7 +39,7 @@ def main() -> None:
             started = time.perf_counter()
             r = client.post(
                 f"{API}/start-call",
-                json={"phone_number": "555-0100", "customer_name": f"Lead {n}"},
+                json={"phone_number": "555-010-0100", "customer_name": f"Lead {n}"},
             )
             r.raise_for_status()
             timings["start_call"].append(time.perf_counter() - started)

@@ -47,7 +47,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from salesagent.voice_client import API, TurnResult, converse, send_turn, start_call
 
 CLIP_CACHE = Path(__file__).parent / ".cache" / "clips"
-PHONE = "555-0100"
+PHONE = "555-010-0100"
 AGENT_WORDS_PER_S = 2.5  # the Hibari voice's pace, to "listen" to a reply that came as text
 END_CONNECTION = "END_CONNECTION_REQUEST_BY_CLIENT"
 

@@ -5,16 +5,36 @@ GET /conversation answers with `salesagent.sessions.CallSession` as it is.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
-from pydantic import BaseModel, StringConstraints
+from pydantic import AfterValidator, BaseModel, StringConstraints
 
 from salesagent.health import ServiceHealth
+from salesagent.phone import normalize_phone
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _checked_name(name: str) -> str:
+    if _CONTROL.search(name):
+        raise ValueError("must not contain control characters")
+    if not any(c.isalpha() for c in name):
+        raise ValueError("must contain at least one letter")
+    return name
+
 
 # Surrounding whitespace is dropped before the length checks, so "   " is rejected as empty.
-PhoneNumber = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=32)]
+# Numbers are stored in E.164, whatever format they came in.
+PhoneNumber = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=32),
+    AfterValidator(normalize_phone),
+]
 CustomerName = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
+    AfterValidator(_checked_name),
 ]
 
 

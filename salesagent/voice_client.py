@@ -125,7 +125,7 @@ def main() -> None:
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--call-id", help="join this call instead of starting one")
     parser.add_argument("--name", default="John Doe", help="customer name for a new call")
-    parser.add_argument("--phone", default="555-0100")
+    parser.add_argument("--phone", default="555-010-0100")
     parser.add_argument("--wav", action="append", default=[], type=Path, help="a turn's audio")
     parser.add_argument("--say", action="append", default=[], help="a turn's text, spoken by TTS")
     parser.add_argument("--out", type=Path, default=Path("voice-replies"))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import httpx
 import pytest
-import ray
 from ray import serve
 from ray.serve.api import _run
 
@@ -13,7 +12,7 @@ from deployments.llm import LLMDeployment
 from deployments.stt import STTDeployment
 from deployments.tts import TTSDeployment
 from salesagent.settings import Settings
-from tests.conftest import API, tiny_args, wait_until
+from tests.conftest import API, kill_replicas, tiny_args, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +61,7 @@ def test_health_reports_a_pending_llm_without_hanging(pending_llm_app):
 def test_start_call_is_503_while_the_llm_is_pending(pending_llm_app):
     r = httpx.post(
         f"{pending_llm_app}{API}/start-call",
-        json={"phone_number": "555", "customer_name": "Ann"},
+        json={"phone_number": "555-010-0100", "customer_name": "Ann"},
         timeout=10,
     )
     assert r.status_code == 503
@@ -73,7 +72,8 @@ def test_respond_is_503_while_the_llm_is_pending_and_the_call_is_kept(pending_ll
     # A call started while the LLM was up (same Redis) meets an LLM that is gone.
     with httpx.Client(timeout=30) as c:
         call_id = c.post(
-            f"{tiny_app}{API}/start-call", json={"phone_number": "555", "customer_name": "Ann"}
+            f"{tiny_app}{API}/start-call",
+            json={"phone_number": "555-010-0100", "customer_name": "Ann"},
         ).json()["call_id"]
         r = c.post(f"{pending_llm_app}{API}/respond/{call_id}", json={"message": "Hello?"})
         assert r.status_code == 503
@@ -84,18 +84,11 @@ def test_respond_is_503_while_the_llm_is_pending_and_the_call_is_kept(pending_ll
 def test_a_call_survives_an_ingress_restart(tiny_app):
     with httpx.Client(base_url=tiny_app, timeout=60) as c:
         call_id = c.post(
-            f"{API}/start-call", json={"phone_number": "555", "customer_name": "Ann"}
+            f"{API}/start-call", json={"phone_number": "555-010-0100", "customer_name": "Ann"}
         ).json()["call_id"]
         before = c.get(f"{API}/conversation/{call_id}").json()
 
-        replicas = [
-            a
-            for a in ray.util.list_named_actors(all_namespaces=True)
-            if "SalesIngress" in a["name"] and "tiny" in a["name"]
-        ]
-        assert replicas, "no ingress replica found"
-        for replica in replicas:
-            ray.kill(ray.get_actor(replica["name"], namespace=replica["namespace"]))
+        assert kill_replicas("tiny", "SalesIngress"), "no ingress replica found"
 
         after = wait_until(
             lambda: c.get(f"{API}/conversation/{call_id}").json(), 120, what="the restarted ingress"

@@ -103,10 +103,24 @@ def test_grounding_accepts_catalog_facts_and_flags_invented_ones():
         ("123-456-7890", "+11234567890"),
         ("(123) 456 7890", "+11234567890"),
         ("+1 123.456.7890", "+11234567890"),
-        ("1-123-456-7890", "+11234567890"),
+        ("1-415-555-2671", "+14155552671"),
         ("+44 20 7946 0958", "+442079460958"),
         ("0044 20 7946 0958", "+442079460958"),
     ],
 )
 def test_phone_numbers_normalize(raw, normalized):
     assert normalize_phone(raw) == normalized
+
+
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        ("123", "wrong number of digits"),
+        ("+44 12", "wrong number of digits"),
+        ("CALL-NOW", "only digits"),
+        ("+1 555 1234 5678 9012", "wrong number of digits"),
+    ],
+)
+def test_impossible_phone_numbers_say_what_is_wrong(raw, says):
+    with pytest.raises(ValueError, match=says):
+        normalize_phone(raw)

@@ -7,12 +7,11 @@ import re
 
 import httpx
 import pytest
-import ray
 from ray import serve
 
 from salesagent.metrics import parse_prometheus
 from salesagent.voice_client import converse
-from tests.conftest import API, RedisServer, deploy_graph, tiny_args, wait_until
+from tests.conftest import API, RedisServer, deploy_graph, kill_replicas, tiny_args, wait_until
 from tests.speech import spoken_wav
 
 
@@ -49,7 +48,8 @@ def total(samples: dict, name: str, **labels: str) -> float:
 def test_metrics_move_as_a_voice_conversation_flows(observed_app):
     clip = spoken_wav("How much does the course cost?")
     call_id = httpx.post(
-        f"{observed_app}{API}/start-call", json={"phone_number": "555", "customer_name": "Ann"}
+        f"{observed_app}{API}/start-call",
+        json={"phone_number": "555-010-0100", "customer_name": "Ann"},
     ).json()["call_id"]
     conversation = asyncio.run(converse(observed_app, call_id, [clip, clip]))
     assert conversation.turns[0].transcript
@@ -94,12 +94,14 @@ def test_metrics_add_up_across_two_replicas(observed_app):
 
     wait_until(lambda: counted() >= requests, 30, what="TTS counts")
     assert counted() == requests  # each request once, summed over both replicas
-    text, _ = scrape(observed_app)
-    tts_replicas = set(
-        re.findall(r'deployment="TTSDeployment"[^}]*replica="([^"]+)"', text)
-        + re.findall(r'replica="([^"]+)"[^}]*deployment="TTSDeployment"', text)
-    )
-    assert len(tts_replicas) == 2
+    text, _ = scrape(observed_app)  # raw lines: parse_prometheus sums replicas away
+    line_labels = [dict(re.findall(r'(\w+)="([^"]*)"', line)) for line in text.splitlines()]
+    tts_replicas = {
+        labels["replica"]
+        for labels in line_labels
+        if labels.get("deployment") == "TTSDeployment" and labels.get("application") == "observed"
+    }
+    assert len(tts_replicas) == 2  # (other apps' TTS replicas export to the same nodes)
 
 
 def health(url: str) -> dict:
@@ -118,7 +120,8 @@ def test_health_reports_a_stopped_redis_and_recovers(observed_app, own_redis):
         assert body["services"]["redis"]["status"] == "critical_issue"
         assert body["services"]["llm"]["status"] == "ok"
         r = httpx.post(
-            f"{observed_app}{API}/start-call", json={"phone_number": "1", "customer_name": "A"}
+            f"{observed_app}{API}/start-call",
+            json={"phone_number": "555-010-0101", "customer_name": "A"},
         )
         assert r.status_code == 503 and "Session store unavailable" in r.json()["detail"]
     finally:
@@ -127,14 +130,7 @@ def test_health_reports_a_stopped_redis_and_recovers(observed_app, own_redis):
 
 
 def test_health_reports_a_killed_deployment_and_recovers(observed_app):
-    replicas = [
-        a
-        for a in ray.util.list_named_actors(all_namespaces=True)
-        if "STTDeployment" in a["name"] and "observed" in a["name"]
-    ]
-    assert replicas
-    for replica in replicas:
-        ray.kill(ray.get_actor(replica["name"], namespace=replica["namespace"]))
+    assert kill_replicas("observed", "STTDeployment")
     body = wait_until(
         lambda: (b := health(observed_app))["status"] == "issues_present" and b,
         15,

@@ -58,7 +58,7 @@ def test_a_sales_conversation_until_the_customer_says_goodbye(real_app):
     with httpx.Client(base_url=real_app, timeout=120) as c:
         r = c.post(
             f"{API}/start-call",
-            json={"phone_number": "+1 555 0100", "customer_name": "Maria Lopez"},
+            json={"phone_number": "+1 555 010 0100", "customer_name": "Maria Lopez"},
         )
         assert r.status_code == 201
         call_id, greeting = r.json()["call_id"], r.json()["first_message"]
@@ -98,7 +98,7 @@ def test_concurrent_responds_on_one_call_are_serialized(real_app):
     ]
     with httpx.Client(base_url=real_app, timeout=300) as c:
         r = c.post(
-            f"{API}/start-call", json={"phone_number": "555-0101", "customer_name": "Sam Lee"}
+            f"{API}/start-call", json={"phone_number": "555-010-0101", "customer_name": "Sam Lee"}
         )
         call_id = r.json()["call_id"]
 

@@ -4,9 +4,9 @@ import pytest
 
 from salesagent.catalog import load_catalog
 from salesagent.conversation import CustomerIntent
-from salesagent.service import DoNotCall, LLMUnavailable, SalesCallService
+from salesagent.service import CallLimitReached, DoNotCall, LLMUnavailable, SalesCallService
 from salesagent.sessions import SessionStore
-from salesagent.settings import ConversationSettings, RedisSettings
+from salesagent.settings import ConversationSettings, LimitsSettings, RedisSettings
 
 QUESTIONS = load_catalog().qualification_questions
 
@@ -49,13 +49,15 @@ async def store(redis_server):
     await s.close()
 
 
-def service(store, llm):
-    return SalesCallService(store, llm, load_catalog(), ConversationSettings())
+def service(store, llm, **limits):
+    return SalesCallService(
+        store, llm, load_catalog(), ConversationSettings(), limits=LimitsSettings(**limits)
+    )
 
 
 async def test_turn_stores_customer_and_agent_entries(store):
     svc = service(store, ScriptedLLM(["It runs twelve weeks. Want details? And more text."]))
-    call = await svc.start_call("John Doe", "555")
+    call = await svc.start_call("John Doe", "555-010-0100")
     turn = await svc.respond(call.call_id, "How long is it?")
     assert turn.reply == "It runs twelve weeks. Want details?"
     assert not turn.should_end_call and turn.intent is CustomerIntent.CONTINUE
@@ -69,14 +71,14 @@ async def test_turn_stores_customer_and_agent_entries(store):
 async def test_generation_stops_once_the_reply_is_long_enough(store):
     llm = ScriptedLLM(["One. Two. Three four five six seven."])
     svc = service(store, llm)
-    call = await svc.start_call("John", "555")
+    call = await svc.start_call("John", "555-010-0100")
     await svc.respond(call.call_id, "hi")
     assert llm.closed_early == 1
 
 
 async def test_llm_failure_mid_turn_stores_nothing(store):
     svc = service(store, ScriptedLLM(["This reply will break"], fail_after=2))
-    call = await svc.start_call("John", "555")
+    call = await svc.start_call("John", "555-010-0100")
     with pytest.raises(LLMUnavailable):
         await svc.respond(call.call_id, "hello?")
     assert len((await store.get(call.call_id)).history) == 1  # no half-written turn
@@ -84,7 +86,7 @@ async def test_llm_failure_mid_turn_stores_nothing(store):
 
 async def test_unusable_output_is_retried_then_replaced(store):
     svc = service(store, ScriptedLLM(["Customer: hi", "Customer: again"]))
-    call = await svc.start_call("John", "555")
+    call = await svc.start_call("John", "555-010-0100")
     # Nothing usable twice: while qualifying, the agent asks its next open question.
     assert (await svc.respond(call.call_id, "hello?")).reply == QUESTIONS["background"]
 
@@ -103,13 +105,38 @@ async def test_ending_intent_ends_the_call(store):
 
 async def test_ungrounded_reply_is_regenerated_then_trimmed(store):
     svc = service(store, ScriptedLLM(["It costs $99 today.", "It costs $299. Only 5 weeks left!"]))
-    call = await svc.start_call("John", "555")
+    call = await svc.start_call("John", "555-010-0100")
     reply = (await svc.respond(call.call_id, "Price?")).reply
     assert reply == f"It costs $299. {QUESTIONS['background']}"
 
 
 async def test_client_hang_up_records_a_disposition(store):
     svc = service(store, ScriptedLLM([]))
-    call = await svc.start_call("John", "555")
+    call = await svc.start_call("John", "555-010-0100")
     await svc.end_call(call.call_id)
     assert (await store.get(call.call_id)).state.disposition == "failed"
+
+
+async def test_a_call_past_its_turn_limit_refuses_turns_and_keeps_its_history(store):
+    svc = service(store, ScriptedLLM(["Sure thing.", "Okay then."]), max_turns_per_call=2)
+    call = await svc.start_call("John", "555-010-0100")
+    await svc.respond(call.call_id, "one")
+    await svc.respond(call.call_id, "two")
+    with pytest.raises(CallLimitReached, match="limit of 2 turns"):
+        await svc.respond(call.call_id, "three")
+    session = await store.get(call.call_id)
+    assert len(session.history) == 5 and session.is_active
+
+
+async def test_a_call_past_its_duration_refuses_turns(store):
+    svc = service(store, ScriptedLLM(["Sure thing."]), max_call_seconds=0)
+    call = await svc.start_call("John", "555-010-0100")
+    with pytest.raises(CallLimitReached, match="lasted longer"):
+        await svc.respond(call.call_id, "hello?")
+    assert len((await store.get(call.call_id)).history) == 1
+
+
+async def test_phone_numbers_are_stored_in_e164(store):
+    svc = service(store, ScriptedLLM([]))
+    call = await svc.start_call("John", "(415) 555-2671")
+    assert (await store.get(call.call_id)).phone_number == "+14155552671"

@@ -42,7 +42,7 @@ def is_wav(data: bytes) -> bool:
 
 def start_call(base: str) -> str:
     r = httpx.post(
-        f"{base}{API}/start-call", json={"phone_number": "555", "customer_name": "Ann Lee"}
+        f"{base}{API}/start-call", json={"phone_number": "555-010-0100", "customer_name": "Ann Lee"}
     )
     assert r.status_code == 201
     return r.json()["call_id"]
