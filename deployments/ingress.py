@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 import uuid
-from contextlib import suppress
+from typing import Annotated
 
-from fastapi import FastAPI, Request, UploadFile, WebSocket
+from fastapi import Depends, FastAPI, Request, Security, UploadFile, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from redis.exceptions import RedisError
@@ -21,6 +22,7 @@ from deployments.clients import ServeLLMClient, ServeSTTClient, ServeTTSClient
 from deployments.health_report import HealthReporter
 from deployments.telemetry import RayMetrics, scrape_cluster
 from salesagent.audio import AudioError, AudioTooLarge
+from salesagent.auth import KeyStore, RateLimited, Unauthorized
 from salesagent.catalog import load_catalog
 from salesagent.metrics import only_own_metrics
 from salesagent.schemas import (
@@ -32,6 +34,7 @@ from salesagent.schemas import (
     StartCallResponse,
 )
 from salesagent.service import (
+    CallLimitReached,
     DoNotCall,
     LLMUnavailable,
     NoSpeech,
@@ -41,7 +44,7 @@ from salesagent.service import (
 )
 from salesagent.sessions import CallBusy, CallNotFound, CallSession, SessionStore
 from salesagent.settings import Settings
-from salesagent.voice_chat import VoiceChat
+from salesagent.voice_chat import VoiceChat, key_from_subprotocols, refuse
 
 API_PREFIX = "/api/v1/sales"
 logger = logging.getLogger("salesagent.ingress")
@@ -75,8 +78,10 @@ _STATUS_OF: dict[type[Exception], int] = {
     AudioError: 400,
     NoSpeech: 400,
     DoNotCall: 403,
+    Unauthorized: 401,
     CallNotFound: 404,
     CallBusy: 409,
+    CallLimitReached: 409,
     STTFailed: 500,
     LLMUnavailable: 503,
     STTUnavailable: 503,
@@ -92,10 +97,80 @@ for _exc_class in _STATUS_OF:
     app.add_exception_handler(_exc_class, _domain_error)
 
 
+@app.exception_handler(RateLimited)
+async def _rate_limited(_: Request, exc: RateLimited) -> JSONResponse:
+    response = _error(429, str(exc))
+    response.headers["Retry-After"] = str(exc.retry_after_s)
+    return response
+
+
 @app.exception_handler(RedisError)
 async def _store_unavailable(_: Request, exc: RedisError) -> JSONResponse:
     logger.error("session store error: %r", exc)
     return _error(503, "Session store unavailable; nothing was changed, retry shortly")
+
+
+class BodyLimit:
+    """413 for a request body over its limit, before the app reads it: JSON bodies get
+    `max_json_body_bytes`, multipart uploads the audio limit plus room for the form. The
+    limits are set on `app.state.body_limits` by the ingress replica."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
+            return await self.app(scope, receive, send)
+        json_limit, upload_limit = scope["app"].state.body_limits
+        headers = dict(scope["headers"])
+        multipart = headers.get(b"content-type", b"").startswith(b"multipart/form-data")
+        limit = upload_limit if multipart else json_limit
+        declared = headers.get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            return await self._too_large(limit, send)
+        # Without a (believable) length, read up to the limit, then replay what was read.
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > limit:
+                return await self._too_large(limit, send)
+        sent = False
+
+        async def replay():
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _too_large(limit: int, send) -> None:
+        await _error(413, f"Request body is too large (limit {limit} bytes)")(
+            {"type": "http"}, None, send
+        )
+
+
+app.add_middleware(BodyLimit)
+
+_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key")
+_bearer = HTTPBearer(auto_error=False, description="An API key as a Bearer token")
+
+
+def presented_key(
+    header: Annotated[str | None, Security(_key_header)] = None,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
+) -> str | None:
+    """The API key a request carries, as `X-API-Key` or `Authorization: Bearer`."""
+    return header or (bearer.credentials if bearer else None)
+
+
+PresentedKey = Annotated[str | None, Depends(presented_key)]
 
 
 def _checked_call_id(call_id: str) -> str:
@@ -131,32 +206,63 @@ class SalesIngress:
             tts=tts_client,
             audio=settings.audio,
             metrics=self.telemetry,
+            limits=settings.limits,
         )
         self.health_reporter = HealthReporter(
             settings, llm_client, stt_client, tts_client, self.store
         )
+        self.keys = KeyStore(self.store.redis, settings.auth.requests_per_minute)
+        # Read by BodyLimit; an upload may carry the audio limit plus the form around it.
+        app.state.body_limits = (
+            settings.limits.max_json_body_bytes,
+            settings.audio.max_bytes + 64 * 1024,
+        )
         self.open_websockets = 0
 
+    async def _caller(self, key: str | None) -> str:
+        """The id of the caller's API key ("" with auth off): 401 without a valid key, 429
+        past the key's rate limit."""
+        if not self.settings.auth.enabled:
+            return ""
+        api_key = await self.keys.authenticate(key)
+        await self.keys.count_request(api_key)
+        return api_key.id
+
+    async def _owned(self, call_id: str, key: str | None) -> str:
+        """The checked call id, once the caller may use it: another key's call is 404, as if
+        it did not exist."""
+        caller = await self._caller(key)  # 401 before anything about the call
+        call_id = _checked_call_id(call_id)
+        if self.settings.auth.enabled and await self.store.owner_of(call_id) != caller:
+            raise CallNotFound(call_id)
+        return call_id
+
     @app.post(f"{API_PREFIX}/start-call", status_code=201, response_model=StartCallResponse)
-    async def start_call(self, body: StartCallRequest) -> StartCallResponse:
-        session = await self.service.start_call(body.customer_name, body.phone_number)
+    async def start_call(self, body: StartCallRequest, key: PresentedKey) -> StartCallResponse:
+        owner = await self._caller(key)
+        session = await self.service.start_call(body.customer_name, body.phone_number, owner)
         return StartCallResponse(call_id=session.call_id, first_message=session.history[0].text)
 
     @app.post(f"{API_PREFIX}/respond/{{call_id}}", response_model=RespondResponse)
-    async def respond(self, call_id: str, body: RespondRequest) -> RespondResponse | JSONResponse:
+    async def respond(
+        self, call_id: str, body: RespondRequest, key: PresentedKey
+    ) -> RespondResponse | JSONResponse:
+        call_id = await self._owned(call_id, key)
         message = body.message.strip()
         if not message:
             return _error(400, "message must not be empty")
         limit = self.settings.conversation.max_message_chars
         if len(message) > limit:
             return _error(413, f"message is too long ({len(message)} characters, limit {limit})")
-        turn = await self.service.respond(_checked_call_id(call_id), message)
+        turn = await self.service.respond(call_id, message)
         return RespondResponse(reply=turn.reply, should_end_call=turn.should_end_call)
 
     @app.post(f"{API_PREFIX}/respond-audio/{{call_id}}", response_model=RespondResponse)
-    async def respond_audio(self, call_id: str, audio_file: UploadFile) -> RespondResponse:
+    async def respond_audio(
+        self, call_id: str, audio_file: UploadFile, key: PresentedKey
+    ) -> RespondResponse:
         """The customer's speech as a file (WAV, MP3, OGG/Opus, WebM/Opus, ...)."""
-        call_id = _checked_call_id(call_id)
+        call_id = await self._owned(call_id, key)
         # Never read more than one byte past the limit: that is enough to answer 413.
         data = await audio_file.read(self.settings.audio.max_bytes + 1)
         text = await self.service.hear(call_id, data)
@@ -166,12 +272,23 @@ class SalesIngress:
     @app.websocket("/ws/voice-chat/{call_id}")
     @app.websocket(f"{API_PREFIX}/ws/voice-chat/{{call_id}}")
     async def voice_chat(self, websocket: WebSocket, call_id: str) -> None:
-        await websocket.accept()
-        with suppress(CallNotFound):  # VoiceChat answers it with an error and code 1008
-            call_id = _checked_call_id(call_id)
+        """Browsers, which cannot set headers here, send the key as the `token` query
+        parameter or as the subprotocol `api-key.<key>` beside `salesagent`."""
+        offered = websocket.scope.get("subprotocols") or []
+        await websocket.accept(subprotocol="salesagent" if "salesagent" in offered else None)
+        key = (
+            websocket.headers.get("x-api-key")
+            or websocket.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            or websocket.query_params.get("token")
+            or key_from_subprotocols(offered)
+        )
+        try:
+            call_id = await self._owned(call_id, key)
+        except (CallNotFound, Unauthorized, RateLimited) as exc:
+            return await refuse(websocket, str(exc))  # an error message, then code 1008
         self._count_websockets(+1)
         try:
-            await VoiceChat(websocket, call_id, self.service).run()
+            await VoiceChat(websocket, call_id, self.service, self.settings.limits).run()
         finally:
             self._count_websockets(-1)
 
@@ -180,8 +297,8 @@ class SalesIngress:
         self.telemetry.set("salesagent_websocket_connections", self.open_websockets)
 
     @app.get(f"{API_PREFIX}/conversation/{{call_id}}", response_model=CallSession)
-    async def conversation(self, call_id: str) -> CallSession:
-        return await self.service.conversation(_checked_call_id(call_id))
+    async def conversation(self, call_id: str, key: PresentedKey) -> CallSession:
+        return await self.service.conversation(await self._owned(call_id, key))
 
     @app.get("/health", response_model=HealthResponse)
     @app.get(f"{API_PREFIX}/health", response_model=HealthResponse)

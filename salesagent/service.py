@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from time import perf_counter
 from typing import Protocol
 
@@ -43,7 +44,7 @@ from salesagent.grounding import drop_unsupported, unsupported_facts
 from salesagent.metrics import Metrics, NoMetrics, timed
 from salesagent.phone import normalize_phone
 from salesagent.sessions import CallSession, HistoryEntry, SessionStore, Speaker, entry
-from salesagent.settings import AudioSettings, ConversationSettings
+from salesagent.settings import AudioSettings, ConversationSettings, LimitsSettings
 from salesagent.stt import Transcript
 
 
@@ -69,6 +70,10 @@ class DoNotCall(Exception):
 
 class TTSFailed(Exception):
     """The TTS deployment failed or is unavailable; callers fall back to text."""
+
+
+class CallLimitReached(Exception):
+    """The call has had its most turns or lasted its longest; a new call is needed."""
 
 
 class LLMClient(Protocol):
@@ -110,6 +115,7 @@ class SalesCallService:
         tts: TTSClient | None = None,
         audio: AudioSettings | None = None,
         metrics: Metrics | None = None,
+        limits: LimitsSettings | None = None,
     ):
         self.store = store
         self.llm = llm
@@ -119,13 +125,18 @@ class SalesCallService:
         self.tts = tts
         self.audio = audio or AudioSettings()
         self.metrics = metrics or NoMetrics()
+        self.limits = limits or LimitsSettings()
 
-    async def start_call(self, customer_name: str, phone_number: str) -> CallSession:
-        if await self.store.is_do_not_call(normalize_phone(phone_number)):
+    async def start_call(
+        self, customer_name: str, phone_number: str, owner: str = ""
+    ) -> CallSession:
+        """A new call to `phone_number` (stored in E.164), owned by API key id `owner`."""
+        phone_number = normalize_phone(phone_number)
+        if await self.store.is_do_not_call(phone_number):
             raise DoNotCall(f"{phone_number} asked not to be called again")
         await self.llm.ready()  # a call the agent cannot hold is refused up front (503)
         session = await self.store.create(
-            customer_name, phone_number, greeting(self.catalog, customer_name)
+            customer_name, phone_number, greeting(self.catalog, customer_name), owner
         )
         self.metrics.inc("salesagent_calls_started_total")
         await self._count_active_calls()
@@ -146,7 +157,7 @@ class SalesCallService:
     async def _respond(self, call_id: str, message: str) -> Turn:
         await self.llm.ready()  # fail fast (503) rather than wait out a turn's timeout
         async with self.store.turn_lock(call_id):
-            session = await self.store.get_active(call_id)
+            session = self._within_limits(await self.store.get_active(call_id))
             customer = entry(Speaker.CUSTOMER, message)
             history = [*session.history, customer]
             reading = await self._read(history)
@@ -158,9 +169,7 @@ class SalesCallService:
                 [customer, entry(Speaker.AGENT, reply)],
                 end_call=intent.ends_call,
                 state=state,
-                do_not_call=normalize_phone(session.phone_number)
-                if intent is CustomerIntent.DO_NOT_CALL
-                else "",
+                do_not_call=session.phone_number if intent is CustomerIntent.DO_NOT_CALL else "",
             )
         return Turn(
             reply=reply,
@@ -218,6 +227,21 @@ class SalesCallService:
         reply = with_ai_disclosure(reply, history[-1].text, self.catalog, limit)
         return with_question(reply, question, limit) or question or FALLBACK_REPLY
 
+    def _within_limits(self, session: CallSession) -> CallSession:
+        turns = sum(1 for e in session.history if e.speaker is Speaker.CUSTOMER)
+        if turns >= self.limits.max_turns_per_call:
+            raise CallLimitReached(
+                f"Call has reached its limit of {self.limits.max_turns_per_call} turns; "
+                "start a new call"
+            )
+        started = datetime.fromisoformat(session.start_time)
+        if (datetime.now(UTC) - started).total_seconds() > self.limits.max_call_seconds:
+            raise CallLimitReached(
+                f"Call has lasted longer than {self.limits.max_call_seconds:.0f} s; "
+                "start a new call"
+            )
+        return session
+
     async def conversation(self, call_id: str) -> CallSession:
         return await self.store.get(call_id)
 
@@ -234,7 +258,8 @@ class SalesCallService:
                 max_bytes=self.audio.max_bytes,
                 max_seconds=self.audio.max_seconds,
             )
-        await self.store.get_active(call_id)  # 404 before spending STT time
+        # 404 (or the call's limits) before spending STT time.
+        self._within_limits(await self.store.get_active(call_id))
         await self.llm.ready()  # no point transcribing a turn nobody can answer
         transcript = await self.stt.transcribe(decoded.samples)
         text = transcript.text.strip()

@@ -8,6 +8,7 @@ by `turn_lock` (a Redis lock, so it holds across ingress replicas).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -18,7 +19,7 @@ from enum import StrEnum
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel, Field
-from redis.exceptions import LockError
+from redis.exceptions import LockError, RedisError
 
 from salesagent.call_state import CallState
 from salesagent.metrics import Metrics, NoMetrics, timed
@@ -48,6 +49,8 @@ class CallSession(BaseModel):
     end_time: str | None
     # Beyond the contract's fields: stage, qualification, objections, disposition.
     state: CallState = Field(default_factory=CallState)
+    # The id of the API key that started the call ("" without auth); never sent to clients.
+    owner: str = Field(default="", exclude=True)
 
 
 class CallNotFound(Exception):
@@ -64,6 +67,13 @@ class CallBusy(Exception):
         super().__init__(f"Call {call_id} is busy with another turn; retry shortly")
 
 
+class CallInUse(Exception):
+    """Another WebSocket is already connected to the call."""
+
+    def __init__(self, call_id: str):
+        super().__init__(f"Call {call_id} already has an open voice connection")
+
+
 def utc_now() -> str:
     """ISO-8601 UTC with millisecond precision and a Z suffix."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -75,6 +85,16 @@ def entry(speaker: Speaker, text: str) -> HistoryEntry:
 
 ACTIVE_KEY = "sales:active"  # sorted set: active call ids scored by their last activity
 DO_NOT_CALL_KEY = "sales:do-not-call"  # set of normalized phone numbers
+
+# Compare-and-renew / compare-and-delete of a WebSocket's claim on its call.
+_RENEW_CLAIM = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+"""
+_RELEASE_CLAIM = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('DEL', KEYS[1])
+"""
 
 # KEYS: call hash, history list, active set, do-not-call set.
 # ARGV[1]: JSON {end, end_time, ttl_active, ttl_ended, now, call_id, state, do_not_call};
@@ -116,6 +136,13 @@ class SessionStore:
             socket_connect_timeout=settings.socket_timeout_s,
         )
         self._append_turn = self._redis.register_script(_APPEND_TURN)
+        self._renew_claim = self._redis.register_script(_RENEW_CLAIM)
+        self._release_claim = self._redis.register_script(_RELEASE_CLAIM)
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        """The client, for other Redis-backed parts of the service (API keys)."""
+        return self._redis
 
     @staticmethod
     def _keys(call_id: str) -> tuple[str, str]:
@@ -125,37 +152,36 @@ class SessionStore:
         return bool(await self._redis.ping())
 
     async def create(
-        self, customer_name: str, phone_number: str, first_message: str
+        self, customer_name: str, phone_number: str, first_message: str, owner: str = ""
     ) -> CallSession:
-        call_id = str(uuid.uuid4())
         first = entry(Speaker.AGENT, first_message)
-        call_key, history_key = self._keys(call_id)
-        ttl = self._settings.idle_call_ttl_s
-        with timed(self._metrics, "redis"):
-            await self._create(call_id, customer_name, phone_number, first, ttl)
-        return CallSession(
-            call_id=call_id,
+        session = CallSession(
+            call_id=str(uuid.uuid4()),
             customer_name=customer_name,
             phone_number=phone_number,
             history=[first],
             is_active=True,
             start_time=first.timestamp,
             end_time=None,
+            owner=owner,
         )
+        with timed(self._metrics, "redis"):
+            await self._create(session, first)
+        return session
 
-    async def _create(
-        self, call_id: str, customer_name: str, phone_number: str, first: HistoryEntry, ttl: int
-    ) -> None:
+    async def _create(self, session: CallSession, first: HistoryEntry) -> None:
+        call_id, ttl = session.call_id, self._settings.idle_call_ttl_s
         call_key, history_key = self._keys(call_id)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(
                 call_key,
                 mapping={
-                    "customer_name": customer_name,
-                    "phone_number": phone_number,
+                    "customer_name": session.customer_name,
+                    "phone_number": session.phone_number,
                     "is_active": "1",
                     "start_time": first.timestamp,
                     "end_time": "",
+                    "owner": session.owner,
                 },
             )
             pipe.rpush(history_key, first.model_dump_json())
@@ -184,7 +210,14 @@ class SessionStore:
             state=CallState.model_validate_json(fields["state"])
             if "state" in fields
             else CallState(),
+            owner=fields.get("owner", ""),
         )
+
+    async def owner_of(self, call_id: str) -> str | None:
+        """The id of the key that started the call ("" without auth); None: no such call."""
+        with timed(self._metrics, "redis"):
+            fields = await self._redis.hmget(self._keys(call_id)[0], ["is_active", "owner"])
+        return None if fields[0] is None else fields[1] or ""
 
     async def get_active(self, call_id: str) -> CallSession:
         session = await self.get(call_id)
@@ -253,6 +286,28 @@ class SessionStore:
         finally:
             with suppress(LockError):  # expired while held; the next turn already owns it
                 await lock.release()
+
+    @asynccontextmanager
+    async def websocket_claim(self, call_id: str, ttl_s: float) -> AsyncIterator[None]:
+        """Hold the call's one WebSocket slot while the block runs; CallInUse when another
+        socket holds it. The claim is renewed while held and expires `ttl_s` after its
+        holder dies, so a crashed replica frees the call within that time."""
+        key, token, ttl_ms = f"{KEY_PREFIX}{call_id}:socket", uuid.uuid4().hex, int(ttl_s * 1000)
+        if not await self._redis.set(key, token, nx=True, px=ttl_ms):
+            raise CallInUse(call_id)
+
+        async def renew() -> None:
+            with suppress(RedisError):  # Redis gone: the claim lapses after its TTL
+                while await self._renew_claim(keys=[key], args=[token, ttl_ms]):
+                    await asyncio.sleep(ttl_s / 3)
+
+        renewing = asyncio.create_task(renew())
+        try:
+            yield
+        finally:
+            renewing.cancel()
+            with suppress(RedisError):  # Redis gone: the claim expires on its own
+                await self._release_claim(keys=[key], args=[token])
 
     async def close(self) -> None:
         await self._redis.aclose()

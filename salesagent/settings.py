@@ -86,6 +86,26 @@ class AudioSettings(BaseModel):
     max_seconds: float = 60.0
 
 
+class LimitsSettings(BaseModel):
+    """Bounds on what one client can ask of the service; each is answered with a JSON 4xx."""
+
+    # JSON request bodies; audio uploads may be audio.max_bytes plus the form's overhead.
+    max_json_body_bytes: int = 64 * 1024
+    max_turns_per_call: int = 100
+    max_call_seconds: float = 3600.0
+    # Text (control) messages on the voice WebSocket; audio messages are bound by audio.
+    max_ws_text_bytes: int = 4096
+    # How long an open WebSocket holds its call (renewed while open): one socket per call.
+    ws_claim_ttl_s: float = 30.0
+
+
+class AuthSettings(BaseModel):
+    """API keys (created with `python -m salesagent.auth`, stored hashed in Redis)."""
+
+    enabled: bool = False  # the GPU profile turns this on; the local one binds to loopback
+    requests_per_minute: int = 120  # per key, unless the key sets its own
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SALES_", env_nested_delimiter="__")
 
@@ -96,6 +116,8 @@ class Settings(BaseSettings):
     redis: RedisSettings = Field(default_factory=RedisSettings)
     conversation: ConversationSettings = Field(default_factory=ConversationSettings)
     audio: AudioSettings = Field(default_factory=AudioSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     stt: STTSettings = Field(default_factory=STTSettings)
     tts: TTSSettings = Field(default_factory=TTSSettings)
     # /health answers within this bound even when a deployment is pending or dead.

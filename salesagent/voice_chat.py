@@ -8,7 +8,7 @@ Client to server: audio bytes (any format `decode_audio` reads), or a control me
 
 Each turn goes through `SalesCallService`, so it lands in the same history as REST
 turns and is stored whole or not at all: a client that vanishes mid-turn leaves either
-the complete turn or nothing.
+the complete turn or nothing. One socket per call: a second one is refused (code 1008).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from salesagent.audio import AudioError
 from salesagent.service import (
+    CallLimitReached,
     LLMUnavailable,
     NoSpeech,
     SalesCallService,
@@ -28,7 +29,8 @@ from salesagent.service import (
     STTUnavailable,
     TTSFailed,
 )
-from salesagent.sessions import CallNotFound
+from salesagent.sessions import CallInUse, CallNotFound
+from salesagent.settings import LimitsSettings
 
 END_CONNECTION = "END_CONNECTION_REQUEST_BY_CLIENT"
 POLICY_VIOLATION = 1008  # WebSocket close code for an invalid call id
@@ -45,6 +47,22 @@ class VoiceSocket(Protocol):
     async def send_bytes(self, data: bytes) -> None: ...
 
     async def close(self, code: int = NORMAL_CLOSURE, reason: str | None = None) -> None: ...
+
+
+KEY_SUBPROTOCOL = "api-key."  # a browser's way to send its key: ["salesagent", "api-key.<key>"]
+
+
+def key_from_subprotocols(offered: list[str]) -> str | None:
+    return next(
+        (p.removeprefix(KEY_SUBPROTOCOL) for p in offered if p.startswith(KEY_SUBPROTOCOL)), None
+    )
+
+
+async def refuse(socket: VoiceSocket, message: str) -> None:
+    """Turn an accepted connection away: an error message, then close code 1008."""
+    with suppress(Exception):  # the client may already be gone
+        await socket.send_json({"type": "error", "message": message})
+        await socket.close(code=POLICY_VIOLATION)
 
 
 class ClientGone(Exception):
@@ -69,30 +87,37 @@ class VoiceChat:
         socket: VoiceSocket,
         call_id: str,
         service: SalesCallService,
+        limits: LimitsSettings | None = None,
     ):
         self.socket = socket
         self.call_id = call_id
         self.service = service
+        self.limits = limits or LimitsSettings()
 
     async def run(self) -> None:
         with suppress(ClientGone):  # the call stays as the last complete turn left it
             await self._run()
 
     async def _run(self) -> None:
+        store = self.service.store
         try:
-            session = await self.service.store.get_active(self.call_id)
-        except CallNotFound as exc:
-            await self._send_json({"type": "error", "message": str(exc)})
-            await self.socket.close(code=POLICY_VIOLATION)
-            return
-        await self._say(session.history[0].text)
+            session = await store.get_active(self.call_id)
+            async with store.websocket_claim(self.call_id, self.limits.ws_claim_ttl_s):
+                await self._say(session.history[0].text)
+                await self._converse()
+        except (CallNotFound, CallInUse) as exc:
+            await refuse(self.socket, str(exc))
 
+    async def _converse(self) -> None:
+        text_limit = self.limits.max_ws_text_bytes
         while True:
             message = await self.socket.receive()
             if message["type"] == "websocket.disconnect":
                 return
-            if message.get("text") is not None:
-                if await self._control(message["text"]):
+            if (text := message.get("text")) is not None:
+                if len(text.encode()) > text_limit:
+                    await self._error(f"Text message too large (limit {text_limit} bytes)")
+                elif await self._control(text):
                     return
                 continue
             if await self._turn(message.get("bytes") or b""):
@@ -129,6 +154,9 @@ class VoiceChat:
             return False
         except CallNotFound:
             return await self._call_over()
+        except CallLimitReached as exc:
+            await refuse(self.socket, str(exc))
+            return True
 
         await self._send_json({"type": "user_text", "text": text})
         try:
@@ -138,6 +166,9 @@ class VoiceChat:
             return False
         except CallNotFound:
             return await self._call_over()
+        except CallLimitReached as exc:
+            await refuse(self.socket, str(exc))
+            return True
         await self._say(turn.reply, since=received)
         if turn.should_end_call:
             await self._send_json({"type": "system", "message": "Call ended by agent."})

@@ -48,10 +48,14 @@ def wait_until(condition, timeout_s: float, interval_s: float = 0.2, what: str =
 
 
 class RedisServer:
-    def __init__(self, workdir: Path):
+    """A redis-server process; with `aof`, every write is fsynced to its append-only file
+    before Redis acknowledges it, and a restart in the same folder reloads it."""
+
+    def __init__(self, workdir: Path, aof: bool = False):
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._workdir = workdir
+        self._aof = aof
         self._proc: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -67,7 +71,9 @@ class RedisServer:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self._aof else "no",
+                "--appendfsync",
+                "always",
             ],
             stdout=subprocess.DEVNULL,
         )
@@ -81,6 +87,13 @@ class RedisServer:
     def stop(self) -> None:
         if self._proc:
             self._proc.terminate()
+            self._proc.wait(10)
+            self._proc = None
+
+    def crash(self) -> None:
+        """SIGKILL: no shutdown save, only what the append-only file already holds."""
+        if self._proc:
+            self._proc.kill()
             self._proc.wait(10)
             self._proc = None
 
@@ -174,13 +187,17 @@ def client(tiny_app) -> Iterator[httpx.Client]:
         yield c
 
 
-def deploy_graph(name, base_url, args, stt_engine=None, tts_engine=None, tts_replicas=1) -> str:
-    """The graph as app `name` at /`name`, sharing the tiny app's LLM replica, with a
-    broken STT or TTS engine where given; returns its base URL once the ingress answers."""
+def deploy_graph(
+    name, base_url, args, stt_engine=None, tts_engine=None, tts_replicas=1, llm_engine=None
+) -> str:
+    """The graph as app `name` at /`name`, sharing the tiny app's LLM replica unless an
+    `llm_engine` is given, with the STT or TTS engine given (faulty ones, for fault tests);
+    returns its base URL once the ingress answers."""
     from ray import serve
     from ray.serve.api import _run
 
     from deployments.ingress import SalesIngress
+    from deployments.llm import LLMDeployment
     from deployments.stt import STTDeployment
     from deployments.tts import TTSDeployment
     from salesagent.settings import Settings
@@ -188,7 +205,11 @@ def deploy_graph(name, base_url, args, stt_engine=None, tts_engine=None, tts_rep
     settings = Settings.from_args(args)
     ingress = SalesIngress.bind(
         settings,
-        serve.get_deployment_handle("LLMDeployment", app_name="tiny"),
+        LLMDeployment.options(ray_actor_options={"num_cpus": 0.1}).bind(
+            settings.llm, engine=llm_engine
+        )
+        if llm_engine
+        else serve.get_deployment_handle("LLMDeployment", app_name="tiny"),
         STTDeployment.bind(settings.stt, engine=stt_engine),
         TTSDeployment.options(num_replicas=tts_replicas).bind(settings.tts, engine=tts_engine),
     )
@@ -196,3 +217,16 @@ def deploy_graph(name, base_url, args, stt_engine=None, tts_engine=None, tts_rep
     url = f"{base_url}/{name}"
     wait_until(lambda: httpx.get(f"{url}/health").status_code == 200, 120, what=name)
     return url
+
+
+def kill_replicas(app: str, deployment: str) -> int:
+    """Kill every replica actor of `deployment` in `app` (Serve starts new ones)."""
+    import ray
+
+    prefix = f"SERVE_REPLICA::{app}#{deployment}#"
+    replicas = [
+        a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(prefix)
+    ]
+    for replica in replicas:
+        ray.kill(ray.get_actor(replica["name"], namespace=replica["namespace"]))
+    return len(replicas)

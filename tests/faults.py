@@ -1,9 +1,15 @@
-"""Engines that fail on purpose, injected into real deployments to test fault handling."""
+"""Engines that fail or stall on purpose, injected into real deployments to test fault
+handling."""
 
 from __future__ import annotations
 
+import asyncio
+import re
+import time
+
 import numpy as np
 
+from salesagent.engine import Delta
 from salesagent.stt import STTCapabilities, Transcript
 from salesagent.tts import Speech
 
@@ -20,3 +26,58 @@ class BrokenTTS:
 
     def synthesize(self, text: str) -> Speech:
         raise RuntimeError("voice unavailable")
+
+
+class ScriptedEngine:
+    """A chat engine with fixed behaviour, for tests about the machinery around the model
+    (Redis, replicas, concurrency): every label is its first choice ("continue", no fact,
+    no objection), so calls never end on their own, and each reply names the turn it
+    answers ("This is turn 7." -> "Got turn 7."), so misplaced entries show. A line that
+    says "slowly" takes `slow_s` seconds, long enough to kill a replica in the middle."""
+
+    def __init__(self, slow_s: float = 6.0):
+        self.slow_s = slow_s
+
+    async def stream_chat(self, messages, max_tokens=None):
+        line = messages[-1]["content"]
+        if "slowly" in line:
+            for _ in range(int(self.slow_s * 10)):
+                await asyncio.sleep(0.1)
+        turn = re.search(r"turn \d+", line)
+        for word in f"Got {turn.group(0) if turn else 'it'}.".split(" "):
+            yield Delta(f"{word} ", 1)
+
+    async def choose(self, messages, choices):
+        return choices[0]
+
+    async def check_health(self) -> None:
+        return None
+
+    def describe(self) -> str:
+        return "scripted"
+
+
+class SlowSTT:
+    """Hears a fixed line after `delay_s` seconds (a kill lands in the middle)."""
+
+    capabilities = STTCapabilities(engine="slow", model="none", device="cpu", languages=("en",))
+
+    def __init__(self, text: str = "This is turn 99.", delay_s: float = 6.0):
+        self.text, self.delay_s = text, delay_s
+
+    def transcribe(self, samples16k: np.ndarray) -> Transcript:
+        time.sleep(self.delay_s)
+        return Transcript(self.text, "en", len(samples16k) / 16000, self.delay_s)
+
+
+class SlowTTS:
+    """Speaks silence after `delay_s` seconds."""
+
+    sample_rate = 24000
+
+    def __init__(self, delay_s: float = 6.0):
+        self.delay_s = delay_s
+
+    def synthesize(self, text: str) -> Speech:
+        time.sleep(self.delay_s)
+        return Speech(np.zeros(2400, dtype=np.float32), self.sample_rate, self.delay_s)

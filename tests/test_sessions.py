@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from salesagent.sessions import CallBusy, CallNotFound, SessionStore, Speaker, entry
+from salesagent.sessions import CallBusy, CallInUse, CallNotFound, SessionStore, Speaker, entry
 from salesagent.settings import RedisSettings
 
 
@@ -76,3 +76,21 @@ async def test_turn_lock_gives_up_after_its_wait(redis_server):
             async with impatient.turn_lock(call.call_id):
                 pass
     await impatient.close()
+
+
+async def test_the_owner_is_stored_but_never_sent(store):
+    call = await store.create("Jane", "+15550100100", "Hello", owner="key-a")
+    assert (await store.owner_of(call.call_id)) == "key-a"
+    assert (await store.get(call.call_id)).owner == "key-a"
+    assert "owner" not in (await store.get(call.call_id)).model_dump()
+    assert await store.owner_of(str(uuid.uuid4())) is None
+
+
+async def test_one_websocket_claim_per_call(store):
+    call = await store.create("Jane", "+15550100100", "Hello")
+    async with store.websocket_claim(call.call_id, ttl_s=5):
+        with pytest.raises(CallInUse):
+            async with store.websocket_claim(call.call_id, ttl_s=5):
+                pass
+    async with store.websocket_claim(call.call_id, ttl_s=5):  # released: free again
+        pass
