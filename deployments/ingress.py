@@ -53,7 +53,6 @@ logger = logging.getLogger("salesagent.ingress")
 app = FastAPI(
     title="AI Voice Sales Agent",
     description="Outbound sales calls held by an AI agent: text, audio and live voice.",
-    responses={400: {"model": ErrorResponse}},
 )
 
 
@@ -173,6 +172,24 @@ def presented_key(
 PresentedKey = Annotated[str | None, Depends(presented_key)]
 
 
+_DESCRIPTIONS = {
+    400: "Malformed body, empty message, or unreadable audio",
+    401: "Missing, unknown or revoked API key (when keys are required)",
+    403: "The number asked not to be called again",
+    404: "No such call, it has ended, or it belongs to another API key",
+    409: "Another turn holds the call, or the call has reached its turn or time limit",
+    413: "Body, message or audio over its limit",
+    429: "The API key's rate limit; see Retry-After",
+    500: "Speech-to-text failed on this audio",
+    503: "A model service or the session store is unavailable",
+}
+
+
+def _errors(*codes: int) -> dict:
+    """OpenAPI entries for the error statuses a route can answer, all `{"detail": ...}`."""
+    return {c: {"model": ErrorResponse, "description": _DESCRIPTIONS[c]} for c in codes}
+
+
 def _checked_call_id(call_id: str) -> str:
     try:
         return str(uuid.UUID(call_id))
@@ -237,13 +254,22 @@ class SalesIngress:
             raise CallNotFound(call_id)
         return call_id
 
-    @app.post(f"{API_PREFIX}/start-call", status_code=201, response_model=StartCallResponse)
+    @app.post(
+        f"{API_PREFIX}/start-call",
+        status_code=201,
+        response_model=StartCallResponse,
+        responses=_errors(400, 401, 403, 413, 429, 503),
+    )
     async def start_call(self, body: StartCallRequest, key: PresentedKey) -> StartCallResponse:
         owner = await self._caller(key)
         session = await self.service.start_call(body.customer_name, body.phone_number, owner)
         return StartCallResponse(call_id=session.call_id, first_message=session.history[0].text)
 
-    @app.post(f"{API_PREFIX}/respond/{{call_id}}", response_model=RespondResponse)
+    @app.post(
+        f"{API_PREFIX}/respond/{{call_id}}",
+        response_model=RespondResponse,
+        responses=_errors(400, 401, 404, 409, 413, 429, 503),
+    )
     async def respond(
         self, call_id: str, body: RespondRequest, key: PresentedKey
     ) -> RespondResponse | JSONResponse:
@@ -257,7 +283,11 @@ class SalesIngress:
         turn = await self.service.respond(call_id, message)
         return RespondResponse(reply=turn.reply, should_end_call=turn.should_end_call)
 
-    @app.post(f"{API_PREFIX}/respond-audio/{{call_id}}", response_model=RespondResponse)
+    @app.post(
+        f"{API_PREFIX}/respond-audio/{{call_id}}",
+        response_model=RespondResponse,
+        responses=_errors(400, 401, 404, 409, 413, 429, 500, 503),
+    )
     async def respond_audio(
         self, call_id: str, audio_file: UploadFile, key: PresentedKey
     ) -> RespondResponse:
@@ -296,7 +326,11 @@ class SalesIngress:
         self.open_websockets += change
         self.telemetry.set("salesagent_websocket_connections", self.open_websockets)
 
-    @app.get(f"{API_PREFIX}/conversation/{{call_id}}", response_model=CallSession)
+    @app.get(
+        f"{API_PREFIX}/conversation/{{call_id}}",
+        response_model=CallSession,
+        responses=_errors(401, 404, 429, 503),
+    )
     async def conversation(self, call_id: str, key: PresentedKey) -> CallSession:
         return await self.service.conversation(await self._owned(call_id, key))
 
