@@ -5,12 +5,23 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from time import perf_counter
 
+import ray
 from ray import serve
 
 from deployments.telemetry import RayMetrics
 from salesagent.engine import ChatEngine, Message, VLLMChatEngine
+from salesagent.fit import check_llm_share
 from salesagent.metrics import timed
 from salesagent.settings import LLMSettings
+
+
+def _cuda_memory_gib() -> float | None:
+    """The GPU's memory, where CUDA is there to ask (not on the CPU build)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_properties(0).total_memory / 2**30
 
 
 @serve.deployment(
@@ -23,7 +34,16 @@ from salesagent.settings import LLMSettings
 )
 class LLMDeployment:
     def __init__(self, settings: LLMSettings, engine: ChatEngine | None = None):
-        # `engine` lets a test inject a faulty engine; production builds vLLM from settings.
+        # `engine` lets a test inject a faulty engine; production builds vLLM from settings,
+        # once the replica's GPU share is known to hold it (DoesNotFit says what to change).
+        if engine is None:
+            check_llm_share(
+                settings.model,
+                settings.dtype,
+                settings.gpu_memory_utilization,
+                ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0),
+                settings.gpu_memory_gib or _cuda_memory_gib(),
+            )
         self._engine = engine or VLLMChatEngine(settings)
         self._metrics = RayMetrics()
 

@@ -46,6 +46,9 @@ class LLMSettings(BaseModel):
     max_model_len: int = 2048
     # GPU: the share of the GPU's memory vLLM may take; keep it within the replica's num_gpus.
     gpu_memory_utilization: float = 0.85
+    # The GPU's memory for the start-up fit check, where CUDA cannot report it (logical
+    # GPUs in tests); unset on a real GPU, where it is read from the device.
+    gpu_memory_gib: float | None = None
     # CPU: KV cache size in whole GiB (vLLM reserves ~20 GB when this is unset).
     kv_cache_space_gib: int = 1
     max_num_seqs: int = 16
