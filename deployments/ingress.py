@@ -18,6 +18,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from redis.exceptions import RedisError
 
+from deployments.body_limit import BodyLimit
 from deployments.clients import ServeLLMClient, ServeSTTClient, ServeTTSClient
 from deployments.health_report import HealthReporter
 from deployments.telemetry import RayMetrics, scrape_cluster
@@ -107,52 +108,6 @@ async def _rate_limited(_: Request, exc: RateLimited) -> JSONResponse:
 async def _store_unavailable(_: Request, exc: RedisError) -> JSONResponse:
     logger.error("session store error: %r", exc)
     return _error(503, "Session store unavailable; nothing was changed, retry shortly")
-
-
-class BodyLimit:
-    """413 for a request body over its limit, before the app reads it: JSON bodies get
-    `max_json_body_bytes`, multipart uploads the audio limit plus room for the form. The
-    limits are set on `app.state.body_limits` by the ingress replica."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
-            return await self.app(scope, receive, send)
-        json_limit, upload_limit = scope["app"].state.body_limits
-        headers = dict(scope["headers"])
-        multipart = headers.get(b"content-type", b"").startswith(b"multipart/form-data")
-        limit = upload_limit if multipart else json_limit
-        declared = headers.get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > limit:
-            return await self._too_large(limit, send)
-        # Without a (believable) length, read up to the limit, then replay what was read.
-        body, more = b"", True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > limit:
-                return await self._too_large(limit, send)
-        sent = False
-
-        async def replay():
-            nonlocal sent
-            if sent:
-                return await receive()
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
-
-    @staticmethod
-    async def _too_large(limit: int, send) -> None:
-        await _error(413, f"Request body is too large (limit {limit} bytes)")(
-            {"type": "http"}, None, send
-        )
 
 
 app.add_middleware(BodyLimit)

@@ -82,3 +82,9 @@ class LLMDeployment:
     async def check_health(self) -> None:
         # Serve calls this periodically; a dead engine makes Serve replace the replica.
         await self._engine.check_health()
+
+    def __del__(self) -> None:
+        # Serve calls this when the replica stops: vLLM's engine core and worker processes
+        # would otherwise outlive it (several GB of memory each).
+        if engine := getattr(self, "_engine", None):  # None if __init__ failed
+            engine.shutdown()

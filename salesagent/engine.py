@@ -36,6 +36,8 @@ class ChatEngine(Protocol):
 
     def describe(self) -> str: ...
 
+    def shutdown(self) -> None: ...
+
 
 class VLLMChatEngine:
     """vLLM's AsyncLLM: requests that arrive together are batched by its scheduler."""

@@ -30,6 +30,14 @@ if ! ray start --head --node-ip-address=127.0.0.1 --port="$ray_port" \
   echo "[serve] could not start Ray on 127.0.0.1:$ray_port; if an old run is still up, 'ray stop' it"
   exit 1
 fi
-trap 'ray stop --force >/dev/null 2>&1 || true' EXIT
+stop_all() {
+  # Replicas first, gracefully, so vLLM's engine processes end with them; then Ray.
+  echo "[serve] stopping"
+  timeout 60 python -c "import ray; from ray import serve
+ray.init(address='127.0.0.1:$ray_port', logging_level='ERROR'); serve.shutdown()" \
+    >/dev/null 2>&1 || true
+  ray stop --force >/dev/null 2>&1 || true
+}
+trap stop_all EXIT
 echo "[serve] starting the graph; ready when it prints 'Deployed app'"
 serve run --address="127.0.0.1:$ray_port" serve_config.cpu.yaml

@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from contextlib import suppress
 from pathlib import Path
 
@@ -48,13 +49,15 @@ class LocalCluster:
         )  # fmt: skip
 
     def _processes(self) -> list[psutil.Process]:
-        """This cluster's Ray processes (never the test suite's own Ray instance)."""
-        found = []
+        """This cluster's Ray processes and everything they started (vLLM's engine
+        processes among them), never the test suite's own Ray instance."""
+        found = set()
         for proc in psutil.process_iter(["cmdline"]):
             cmdline = " ".join(proc.info["cmdline"] or [])
             if self.address in cmdline or str(self.temp_dir) in cmdline:
-                found.append(proc)
-        return found
+                with suppress(psutil.NoSuchProcess):
+                    found |= {proc, *proc.children(recursive=True)}
+        return list(found)
 
     def kill_workers(self) -> int:
         """SIGKILL every worker node's raylet and all it started, as a lost machine would."""
@@ -70,11 +73,18 @@ class LocalCluster:
 
     def placement(self) -> dict[str, list[str]]:
         """Where each deployment's replicas run (see `placement` below)."""
+        return json.loads(self._driver("placement"))
+
+    def overcommitted_llm(self) -> dict[str, str]:
+        """How Serve reports an LLM deployment that does not fit (see below)."""
+        return json.loads(self._driver("overcommitted-llm"))
+
+    def _driver(self, command: str) -> str:
         out = subprocess.run(
-            [sys.executable, "-m", "tests.cluster", "placement", "--address", self.address],
-            env=self.env, check=True, capture_output=True, text=True, timeout=120,
+            [sys.executable, "-m", "tests.cluster", command, "--address", self.address],
+            env=self.env, check=True, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
-        return json.loads(out.stdout)
+        return out.stdout.strip().splitlines()[-1]
 
     def serve_run(self, config: Path) -> None:
         """Deploy a Serve config file and return without waiting for it to be ready."""
@@ -111,15 +121,39 @@ def placement() -> dict[str, list[str]]:
     return {d: sorted(nodes) for d, nodes in sorted(where.items())}
 
 
+def overcommitted_llm(timeout_s: float = 120) -> dict[str, str]:
+    """Deploy an LLM whose vLLM memory share (0.9 of an 80 GiB GPU) exceeds its GPU
+    fraction (0.25); the status Serve reports for it once it gives up."""
+    from ray import serve
+    from ray.serve.api import _run
+
+    from deployments.llm import LLMDeployment
+    from salesagent.settings import LLMSettings
+
+    settings = LLMSettings(gpu_memory_utilization=0.9, gpu_memory_gib=80)
+    options = {"num_cpus": 0.1, "num_gpus": 0.25}
+    app = LLMDeployment.options(ray_actor_options=options).bind(settings)
+    _run(app, name="overcommitted", route_prefix=None, _blocking=False)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = serve.status().applications["overcommitted"].deployments["LLMDeployment"]
+        if status.status not in ("UPDATING", "UPSCALING", "DOWNSCALING"):
+            break
+        time.sleep(1)
+    serve.delete("overcommitted")
+    return {"status": status.status.value, "message": status.message}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("command", choices=["placement"])
+    parser.add_argument("command", choices=["placement", "overcommitted-llm"])
     parser.add_argument("--address", required=True)
     args = parser.parse_args()
     import ray
 
     ray.init(address=args.address, logging_level="ERROR")
-    print(json.dumps(placement()))
+    result = placement() if args.command == "placement" else overcommitted_llm()
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -56,6 +56,9 @@ class ScriptedEngine:
     def describe(self) -> str:
         return "scripted"
 
+    def shutdown(self) -> None:
+        return None
+
 
 class SlowSTT:
     """Hears a fixed line after `delay_s` seconds (a kill lands in the middle)."""

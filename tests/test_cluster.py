@@ -115,3 +115,9 @@ def test_a_call_survives_losing_the_worker_node(two_nodes, redis_server, tmp_pat
         f"worker lost: next turn answered after {turn_after_s:.1f} s, all replicas back "
         f"{back_s:.1f} s after the loss; placement after: {after}"
     )
+
+
+def test_an_llm_that_does_not_fit_its_gpu_share_fails_at_once_with_the_reason(two_nodes):
+    result = two_nodes.overcommitted_llm()
+    assert result["status"] == "DEPLOY_FAILED", result
+    assert "set llm.gpu_memory_utilization to at most 0.25" in result["message"]
