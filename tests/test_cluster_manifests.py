@@ -31,6 +31,8 @@ def test_redis_manifests_are_valid_kubernetes_with_aof():
     }
     assert set(args) == {"redis-sessions", "redis-gcs"}
     assert all(a[a.index("--appendonly") + 1] == "yes" for a in args.values())
+    sessions = args["redis-sessions"]  # no acknowledged turn lost in a crash
+    assert sessions[sessions.index("--appendfsync") + 1] == "always"
 
 
 def test_rayservice_embeds_the_gpu_serve_config():
