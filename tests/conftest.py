@@ -230,3 +230,22 @@ def kill_replicas(app: str, deployment: str) -> int:
     for replica in replicas:
         ray.kill(ray.get_actor(replica["name"], namespace=replica["namespace"]))
     return len(replicas)
+
+
+def make_key(redis_url: str, name: str, requests_per_minute: int | None = None) -> str:
+    """A new API key in the Redis at `redis_url`; the raw key."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from salesagent.auth import KeyStore
+
+    async def create() -> str:
+        client = aioredis.from_url(redis_url, decode_responses=True)
+        try:
+            raw, _ = await KeyStore(client, 600).create(name, requests_per_minute)
+            return raw
+        finally:
+            await client.aclose()
+
+    return asyncio.run(create())

@@ -15,8 +15,7 @@ import yaml
 
 from salesagent.settings import default_llm_model
 from tests.cluster import LocalCluster
-from tests.conftest import API, free_port, wait_until
-from tests.test_security import make_key
+from tests.conftest import API, free_port, make_key, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 LLM_REPLICAS = 2

@@ -13,23 +13,11 @@ from ray import serve
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from salesagent.auth import KEYS_HASH, KeyStore, hash_key
-from tests.conftest import API, deploy_graph, tiny_args
+from salesagent.auth import KEYS_HASH, hash_key
+from tests.conftest import API, deploy_graph, make_key, tiny_args
 
 START = {"phone_number": "+1 555 010 0100", "customer_name": "Ann Lee"}
 JSON_LIMIT = 2048
-
-
-def make_key(redis_url: str, name: str, requests_per_minute: int | None = None) -> str:
-    async def create() -> str:
-        client = aioredis.from_url(redis_url, decode_responses=True)
-        try:
-            raw, _ = await KeyStore(client, 600).create(name, requests_per_minute)
-            return raw
-        finally:
-            await client.aclose()
-
-    return asyncio.run(create())
 
 
 @pytest.fixture(scope="module")
