@@ -249,3 +249,9 @@ def make_key(redis_url: str, name: str, requests_per_minute: int | None = None) 
             await client.aclose()
 
     return asyncio.run(create())
+
+
+def away_from_a_minute_boundary() -> float:
+    """Seconds to wait so that a short burst of requests counts in one rate-limit minute."""
+    left = 60 - time.time() % 60
+    return left + 0.1 if left < 3 else 0.0
