@@ -143,6 +143,17 @@ class VoiceChat:
 
     async def _turn(self, data: bytes) -> bool:
         """One spoken turn; True when the call has ended."""
+        try:
+            return await self._hear_and_answer(data)
+        except CallNotFound:
+            return await self._call_over()
+        except CallLimitReached as exc:
+            await refuse(self.socket, str(exc))
+            return True
+
+    async def _hear_and_answer(self, data: bytes) -> bool:
+        """Errors a client can recover from are reported and keep the connection open;
+        CallNotFound and CallLimitReached end it (in `_turn`)."""
         received = perf_counter()
         try:
             text = await self.service.hear(self.call_id, data)
@@ -152,11 +163,6 @@ class VoiceChat:
         except (NoSpeech, STTFailed, STTUnavailable, LLMUnavailable) as exc:
             await self._error(str(exc))  # the connection stays open for the next try
             return False
-        except CallNotFound:
-            return await self._call_over()
-        except CallLimitReached as exc:
-            await refuse(self.socket, str(exc))
-            return True
 
         await self._send_json({"type": "user_text", "text": text})
         try:
@@ -164,11 +170,6 @@ class VoiceChat:
         except LLMUnavailable as exc:
             await self._error(str(exc))
             return False
-        except CallNotFound:
-            return await self._call_over()
-        except CallLimitReached as exc:
-            await refuse(self.socket, str(exc))
-            return True
         await self._say(turn.reply, since=received)
         if turn.should_end_call:
             await self._send_json({"type": "system", "message": "Call ended by agent."})
