@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -33,14 +34,16 @@ class ScriptedEngine:
     (Redis, replicas, concurrency): every label is its first choice ("continue", no fact,
     no objection), so calls never end on their own, and each reply names the turn it
     answers ("This is turn 7." -> "Got turn 7."), so misplaced entries show. A line that
-    says "slowly" takes `slow_s` seconds, long enough to kill a replica in the middle."""
+    says "slowly" takes `slow_s` seconds, long enough to kill a replica in the middle;
+    `stall_flag` (a file) is touched when such a stall begins, so a test knows when."""
 
-    def __init__(self, slow_s: float = 6.0):
-        self.slow_s = slow_s
+    def __init__(self, slow_s: float = 6.0, stall_flag: str | None = None):
+        self.slow_s, self.stall_flag = slow_s, stall_flag
 
     async def stream_chat(self, messages, max_tokens=None):
         line = messages[-1]["content"]
         if "slowly" in line:
+            _stalling(self.stall_flag)
             for _ in range(int(self.slow_s * 10)):
                 await asyncio.sleep(0.1)
         turn = re.search(r"turn \d+", line)
@@ -65,10 +68,13 @@ class SlowSTT:
 
     capabilities = STTCapabilities(engine="slow", model="none", device="cpu", languages=("en",))
 
-    def __init__(self, text: str = "This is turn 99.", delay_s: float = 6.0):
-        self.text, self.delay_s = text, delay_s
+    def __init__(
+        self, text: str = "This is turn 99.", delay_s: float = 6.0, stall_flag: str | None = None
+    ):
+        self.text, self.delay_s, self.stall_flag = text, delay_s, stall_flag
 
     def transcribe(self, samples16k: np.ndarray) -> Transcript:
+        _stalling(self.stall_flag)
         time.sleep(self.delay_s)
         return Transcript(self.text, "en", len(samples16k) / 16000, self.delay_s)
 
@@ -78,9 +84,15 @@ class SlowTTS:
 
     sample_rate = 24000
 
-    def __init__(self, delay_s: float = 6.0):
-        self.delay_s = delay_s
+    def __init__(self, delay_s: float = 6.0, stall_flag: str | None = None):
+        self.delay_s, self.stall_flag = delay_s, stall_flag
 
     def synthesize(self, text: str) -> Speech:
+        _stalling(self.stall_flag)
         time.sleep(self.delay_s)
         return Speech(np.zeros(2400, dtype=np.float32), self.sample_rate, self.delay_s)
+
+
+def _stalling(flag: str | None) -> None:
+    if flag:
+        Path(flag).touch()

@@ -12,6 +12,7 @@ import asyncio
 import json
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -34,16 +35,22 @@ def aof_redis(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def faults_app(serve_instance, aof_redis, tiny_model_dir, tiny_app):
+def stalls(tmp_path_factory) -> Path:
+    """Where the stalling engines touch a file (llm, stt, tts) when a stall begins."""
+    return tmp_path_factory.mktemp("stalls")
+
+
+@pytest.fixture(scope="module")
+def faults_app(serve_instance, aof_redis, tiny_model_dir, tiny_app, stalls):
     args = tiny_args(tiny_model_dir, aof_redis.url)
     args["redis"]["socket_timeout_s"] = 2
     url = deploy_graph(
         "faults",
         serve_instance,
         args,
-        llm_engine=ScriptedEngine(slow_s=5),
-        stt_engine=SlowSTT("This is turn 99.", delay_s=4),
-        tts_engine=SlowTTS(delay_s=3),
+        llm_engine=ScriptedEngine(slow_s=5, stall_flag=str(stalls / "llm")),
+        stt_engine=SlowSTT("This is turn 99.", delay_s=4, stall_flag=str(stalls / "stt")),
+        tts_engine=SlowTTS(delay_s=3, stall_flag=str(stalls / "tts")),
     )
     yield url
     serve.delete("faults")
@@ -113,26 +120,40 @@ def test_a_redis_crash_loses_no_acknowledged_turn(client, aof_redis):
     assert_turns(history(client, call_id), [1, 2, 3, 4, 5, 6])
 
 
-def during(request, kill, after_s: float = 1.5) -> httpx.Response:
-    """Send `request` and run `kill` `after_s` seconds into it; the request's response."""
-    timer = threading.Timer(after_s, kill)
-    timer.start()
+def kill_once_stalled(flag: Path, deployment: str) -> threading.Thread:
+    """A started thread that kills the replicas of `deployment` once its engine is in the
+    middle of an operation (it touched `flag`)."""
+    flag.unlink(missing_ok=True)
+
+    def kill() -> None:
+        wait_until(flag.exists, 60, interval_s=0.05, what=f"{deployment} to stall")
+        kill_replicas("faults", deployment)
+
+    killer = threading.Thread(target=kill)
+    killer.start()
+    return killer
+
+
+def during(request, flag: Path, deployment: str) -> httpx.Response:
+    """Send `request`, killing `deployment` in the middle of it; the request's response."""
+    killer = kill_once_stalled(flag, deployment)
     try:
         return request()
     finally:
-        timer.join()
+        killer.join()
 
 
 def recovered(client, call_id: str, n: int) -> bool:
     return say(client, call_id, n).status_code == 200
 
 
-def test_llm_replica_killed_mid_turn(client):
+def test_llm_replica_killed_mid_turn(client, stalls):
     call_id = start(client)
     assert say(client, call_id, 1).status_code == 200
     r = during(
         lambda: client.post(f"{API}/respond/{call_id}", json={"message": "This is turn 2 slowly."}),
-        kill=lambda: kill_replicas("faults", "LLMDeployment"),
+        stalls / "llm",
+        "LLMDeployment",
     )
     assert r.status_code == 503 and "LLM service unavailable" in r.json()["detail"], r.text
     assert_turns(history(client, call_id), [1])  # the failed turn left nothing behind
@@ -144,7 +165,7 @@ def test_llm_replica_killed_mid_turn(client):
     assert_turns(history(client, call_id), [1, 3])
 
 
-def test_stt_replica_killed_mid_transcription(client):
+def test_stt_replica_killed_mid_transcription(client, stalls):
     call_id = start(client)
     assert say(client, call_id, 1).status_code == 200
     wav = spoken_wav("Hello there.")
@@ -152,7 +173,8 @@ def test_stt_replica_killed_mid_transcription(client):
         lambda: client.post(
             f"{API}/respond-audio/{call_id}", files={"audio_file": ("turn.wav", wav)}
         ),
-        kill=lambda: kill_replicas("faults", "STTDeployment"),
+        stalls / "stt",
+        "STTDeployment",
     )
     assert r.status_code in (500, 503) and "STT" in r.json()["detail"], r.text
     assert_turns(history(client, call_id), [1])
@@ -174,14 +196,13 @@ def test_stt_replica_killed_mid_transcription(client):
     assert_turns(history(client, call_id), [1, 99])
 
 
-def test_tts_replica_killed_mid_speech_falls_back_to_text(client, faults_app):
+def test_tts_replica_killed_mid_speech_falls_back_to_text(client, faults_app, stalls):
     call_id = start(client)
     url = faults_app.replace("http://", "ws://") + f"/ws/voice-chat/{call_id}"
+    killer = kill_once_stalled(stalls / "tts", "TTSDeployment")
     with connect(url, max_size=None) as ws:
-        timer = threading.Timer(1.0, lambda: kill_replicas("faults", "TTSDeployment"))
-        timer.start()
         greeting = json.loads(ws.recv(timeout=30))  # the spoken greeting died with its replica
-        timer.join()
+        killer.join()
         assert greeting["type"] == "agent_text" and "Rita" in greeting["text"]
         # The next turn is whole: heard, answered and spoken once a new replica is up.
         ws.send(spoken_wav("Hello there."))
