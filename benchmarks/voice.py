@@ -66,7 +66,7 @@ def engine_figures(threads: int) -> tuple[dict, list[bytes]]:
 def websocket_figures(url: str, calls: int, clips: list[bytes]) -> dict:
     latencies: list[float] = []
     for n in range(calls):
-        call_id = start_call(url, f"Lead {n}", "555-0100")
+        call_id = start_call(url, f"Lead {n}", "555-010-0100")
         conversation = asyncio.run(converse(url, call_id, clips))
         for turn in conversation.turns:
             if turn.voice_to_voice_s is not None:

@@ -4,6 +4,8 @@
         --say "How much is it?" --out replies/
     python -m salesagent.voice_client --call-id <id> --wav question1.wav --wav question2.wav
 
+Against a service that requires API keys, pass --api-key (or set SALES_API_KEY).
+
 It starts a call (unless --call-id is given), then sends each customer turn as audio:
 WAV files as they are, or text spoken by the project's TTS. It prints the transcripts
 and the agent's words, and saves the agent's audio as numbered WAV files.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,10 +49,17 @@ class Conversation:
     turns: list[TurnResult] = field(default_factory=list)
 
 
-def start_call(base_url: str, customer_name: str, phone_number: str) -> str:
+def _key_header(api_key: str | None) -> dict[str, str]:
+    return {"X-API-Key": api_key} if api_key else {}
+
+
+def start_call(
+    base_url: str, customer_name: str, phone_number: str, api_key: str | None = None
+) -> str:
     r = httpx.post(
         f"{base_url}{API}/start-call",
         json={"customer_name": customer_name, "phone_number": phone_number},
+        headers=_key_header(api_key),
         timeout=60,
     )
     r.raise_for_status()
@@ -57,12 +67,19 @@ def start_call(base_url: str, customer_name: str, phone_number: str) -> str:
 
 
 async def converse(
-    base_url: str, call_id: str, clips: list[bytes], timeout_s: float = 120
+    base_url: str,
+    call_id: str,
+    clips: list[bytes],
+    timeout_s: float = 120,
+    api_key: str | None = None,
 ) -> Conversation:
     """Send each clip as one customer turn; stop early when the agent ends the call."""
     ws_url = base_url.replace("http", "ws", 1) + f"/ws/voice-chat/{call_id}"
     conversation = Conversation(call_id)
-    async with connect(ws_url, max_size=None, open_timeout=timeout_s) as ws:
+    headers = _key_header(api_key)
+    async with connect(
+        ws_url, max_size=None, open_timeout=timeout_s, additional_headers=headers
+    ) as ws:
         first = await asyncio.wait_for(ws.recv(), timeout_s)
         if isinstance(first, bytes):
             conversation.greeting_audio = first
@@ -129,14 +146,15 @@ def main() -> None:
     parser.add_argument("--wav", action="append", default=[], type=Path, help="a turn's audio")
     parser.add_argument("--say", action="append", default=[], help="a turn's text, spoken by TTS")
     parser.add_argument("--out", type=Path, default=Path("voice-replies"))
+    parser.add_argument("--api-key", default=os.environ.get("SALES_API_KEY"))
     args = parser.parse_args()
     if not args.wav and not args.say:
         parser.error("give at least one --wav or --say")
 
     clips = [path.read_bytes() for path in args.wav] + _speak(args.say)
-    call_id = args.call_id or start_call(args.url, args.name, args.phone)
+    call_id = args.call_id or start_call(args.url, args.name, args.phone, args.api_key)
     print(f"call {call_id}")
-    conversation = asyncio.run(converse(args.url, call_id, clips))
+    conversation = asyncio.run(converse(args.url, call_id, clips, api_key=args.api_key))
 
     args.out.mkdir(parents=True, exist_ok=True)
     audio = [conversation.greeting_audio] + [t.agent_audio for t in conversation.turns]
@@ -150,7 +168,9 @@ def main() -> None:
         for error in turn.errors:
             print(f"  error: {error}")
     # The words behind the agent's audio are in the call's history.
-    history = httpx.get(f"{args.url}{API}/conversation/{call_id}", timeout=30).json()
+    history = httpx.get(
+        f"{args.url}{API}/conversation/{call_id}", headers=_key_header(args.api_key), timeout=30
+    ).json()
     print("\nconversation:")
     for line in history["history"]:
         print(f"  {line['speaker']:8s} {line['text']}")
