@@ -15,7 +15,7 @@ from deployments.ingress import SalesIngress
 from deployments.llm import LLMDeployment
 from deployments.stt import STTDeployment
 from deployments.tts import TTSDeployment
-from salesagent.settings import Settings
+from salesagent.platform.settings import Settings
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:

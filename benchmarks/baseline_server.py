@@ -28,15 +28,20 @@ import yaml
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse
 
-from salesagent.catalog import load_catalog
-from salesagent.engine import Message, VLLMChatEngine
-from salesagent.schemas import RespondRequest, RespondResponse, StartCallRequest, StartCallResponse
-from salesagent.service import LLMUnavailable, SalesCallService, STTFailed, TTSFailed
-from salesagent.sessions import CallNotFound, CallSession, SessionStore
-from salesagent.settings import Settings
-from salesagent.stt import Transcript, WhisperSTT
-from salesagent.tts import TextToSpeech, make_tts
-from salesagent.voice_chat import VoiceChat
+from salesagent.platform.engine import Message, VLLMChatEngine
+from salesagent.platform.schemas import (
+    RespondRequest,
+    RespondResponse,
+    StartCallRequest,
+    StartCallResponse,
+)
+from salesagent.platform.sessions import CallNotFound, CallSession, SessionStore
+from salesagent.platform.settings import Settings
+from salesagent.sales.catalog import load_catalog
+from salesagent.sales.service import LLMUnavailable, SalesCallService, STTFailed, TTSFailed
+from salesagent.voice.stt import Transcript, WhisperSTT
+from salesagent.voice.tts import TextToSpeech, make_tts
+from salesagent.voice.voice_chat import VoiceChat
 
 API = "/api/v1/sales"
 ROOT = Path(__file__).resolve().parent.parent

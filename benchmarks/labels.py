@@ -15,10 +15,10 @@ from pathlib import Path
 import yaml
 from common import write_results
 
-from salesagent.conversation import reading_from, reading_requests
-from salesagent.engine import VLLMChatEngine
-from salesagent.sessions import Speaker, entry
-from salesagent.settings import LLMSettings
+from salesagent.platform.engine import VLLMChatEngine
+from salesagent.platform.sessions import Speaker, entry
+from salesagent.platform.settings import LLMSettings
+from salesagent.sales.conversation import reading_from, reading_requests
 
 LINES = Path(__file__).parents[1] / "salesagent" / "data" / "labelled_lines.yaml"
 

@@ -44,7 +44,7 @@ import server_metrics
 from common import summarize, write_results
 from websockets.asyncio.client import ClientConnection, connect
 
-from salesagent.voice_client import API, TurnResult, converse, send_turn, start_call
+from salesagent.voice.voice_client import API, TurnResult, converse, send_turn, start_call
 
 CLIP_CACHE = Path(__file__).parent / ".cache" / "clips"
 PHONE = "555-010-0100"
@@ -96,7 +96,7 @@ def wav_seconds(data: bytes) -> float:
 
 def prospect_clips() -> list[list[Clip]]:
     """SCRIPTS spoken by the project's default voice; synthesized once, then read from cache."""
-    from salesagent.tts import TTSSettings, make_tts
+    from salesagent.voice.tts import TTSSettings, make_tts
 
     settings = TTSSettings()
     CLIP_CACHE.mkdir(parents=True, exist_ok=True)

@@ -48,8 +48,8 @@ from loadgen import (
     warm_up,
 )
 
-from salesagent.settings import Settings
-from salesagent.stt import default_whisper_model_dir
+from salesagent.platform.settings import Settings
+from salesagent.voice.stt import default_whisper_model_dir
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -222,7 +222,7 @@ def _version(package: str) -> str:
 
 def models(settings: Settings) -> list[str]:
     llm, stt, tts = settings.llm, settings.stt, settings.tts
-    prepared = Path(llm.model) / "prepared.json"  # written by `python -m salesagent.models`
+    prepared = Path(llm.model) / "prepared.json"  # written by salesagent.platform.models
     source = json.loads(prepared.read_text())["source"] if prepared.exists() else "local folder"
     stt_model = (
         "Whisper tiny.en"

@@ -19,10 +19,10 @@ import time
 
 from common import summarize, write_results
 
-from salesagent.audio import decode_audio
-from salesagent.stt import STTSettings, WhisperSTT
-from salesagent.tts import TTSSettings, make_tts
-from salesagent.voice_client import converse, start_call
+from salesagent.voice.audio import decode_audio
+from salesagent.voice.stt import STTSettings, WhisperSTT
+from salesagent.voice.tts import TTSSettings, make_tts
+from salesagent.voice.voice_client import converse, start_call
 
 LINES = [
     "Sure, I have a couple of minutes. What is this about?",

@@ -14,9 +14,9 @@ import numpy as np
 from ray.exceptions import RayTaskError
 from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
-from salesagent.engine import Message
-from salesagent.service import LLMUnavailable, STTFailed, STTUnavailable, TTSFailed
-from salesagent.stt import Transcript
+from salesagent.platform.engine import Message
+from salesagent.sales.service import LLMUnavailable, STTFailed, STTUnavailable, TTSFailed
+from salesagent.voice.stt import Transcript
 
 
 class _DeploymentClient:

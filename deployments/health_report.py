@@ -4,7 +4,7 @@ Each probe is bounded by `health_timeout_s` and all run at once, so the report a
 within ~2 s even when a replica is pending or dead. Replica counts come from Serve's
 controller; p95 latency and error rate from the change in the cluster's metrics over the
 rules' window (snapshots are kept in memory, one per report). The rules themselves are
-in `salesagent.health`.
+in `salesagent.platform.health`.
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ from ray import serve
 from redis.exceptions import RedisError
 
 from deployments.telemetry import scrape_cluster
-from salesagent.health import ServiceHealth, assess, overall
-from salesagent.metrics import StageStats, parse_prometheus, stage_stats
-from salesagent.schemas import HealthResponse
-from salesagent.service import LLMUnavailable, STTUnavailable, TTSFailed
-from salesagent.sessions import SessionStore
-from salesagent.settings import Settings
+from salesagent.platform.health import ServiceHealth, assess, overall
+from salesagent.platform.metrics import StageStats, parse_prometheus, stage_stats
+from salesagent.platform.schemas import HealthResponse
+from salesagent.platform.sessions import SessionStore
+from salesagent.platform.settings import Settings
+from salesagent.sales.service import LLMUnavailable, STTUnavailable, TTSFailed
 
-logger = logging.getLogger("salesagent.health")
+logger = logging.getLogger("salesagent.platform.health")
 
 # service -> (deployment, the stage whose latency it reports)
 SERVICES = {

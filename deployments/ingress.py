@@ -22,11 +22,9 @@ from deployments.body_limit import BodyLimit
 from deployments.clients import ServeLLMClient, ServeSTTClient, ServeTTSClient
 from deployments.health_report import HealthReporter
 from deployments.telemetry import RayMetrics, scrape_cluster
-from salesagent.audio import AudioError, AudioTooLarge
-from salesagent.auth import KeyStore, RateLimited, Unauthorized
-from salesagent.catalog import load_catalog
-from salesagent.metrics import only_own_metrics
-from salesagent.schemas import (
+from salesagent.platform.auth import KeyStore, RateLimited, Unauthorized
+from salesagent.platform.metrics import only_own_metrics
+from salesagent.platform.schemas import (
     ErrorResponse,
     HealthResponse,
     RespondRequest,
@@ -34,7 +32,10 @@ from salesagent.schemas import (
     StartCallRequest,
     StartCallResponse,
 )
-from salesagent.service import (
+from salesagent.platform.sessions import CallBusy, CallNotFound, CallSession, SessionStore
+from salesagent.platform.settings import Settings
+from salesagent.sales.catalog import load_catalog
+from salesagent.sales.service import (
     CallLimitReached,
     DoNotCall,
     LLMUnavailable,
@@ -43,9 +44,8 @@ from salesagent.service import (
     STTFailed,
     STTUnavailable,
 )
-from salesagent.sessions import CallBusy, CallNotFound, CallSession, SessionStore
-from salesagent.settings import Settings
-from salesagent.voice_chat import VoiceChat, key_from_subprotocols, refuse
+from salesagent.voice.audio import AudioError, AudioTooLarge
+from salesagent.voice.voice_chat import VoiceChat, key_from_subprotocols, refuse
 
 API_PREFIX = "/api/v1/sales"
 logger = logging.getLogger("salesagent.ingress")

@@ -9,10 +9,10 @@ import ray
 from ray import serve
 
 from deployments.telemetry import RayMetrics
-from salesagent.engine import ChatEngine, Message, VLLMChatEngine
-from salesagent.fit import check_llm_share
-from salesagent.metrics import timed
-from salesagent.settings import LLMSettings
+from salesagent.platform.engine import ChatEngine, Message, VLLMChatEngine
+from salesagent.platform.fit import check_llm_share
+from salesagent.platform.metrics import timed
+from salesagent.platform.settings import LLMSettings
 
 
 def _cuda_memory_gib() -> float | None:

@@ -8,8 +8,8 @@ import numpy as np
 from ray import serve
 
 from deployments.telemetry import RayMetrics
-from salesagent.metrics import timed
-from salesagent.stt import SpeechToText, STTSettings, Transcript, WhisperSTT
+from salesagent.platform.metrics import timed
+from salesagent.voice.stt import SpeechToText, STTSettings, Transcript, WhisperSTT
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=8)

@@ -17,7 +17,7 @@ import httpx
 import ray
 from ray.serve import metrics as serve_metrics
 
-from salesagent.metrics import DEFINITIONS, LATENCY_BUCKETS_S, Kind
+from salesagent.platform.metrics import DEFINITIONS, LATENCY_BUCKETS_S, Kind
 
 _FACTORY = {
     Kind.COUNTER: serve_metrics.Counter,
@@ -27,7 +27,7 @@ _FACTORY = {
 
 
 class RayMetrics:
-    """`salesagent.metrics.Metrics` on `ray.serve.metrics`, created inside the replica.
+    """`salesagent.platform.metrics.Metrics` on `ray.serve.metrics`, created inside the replica.
 
     Ray drops a gauge that has not been set for a while, so the last value of each gauge
     is set again every `GAUGE_REFRESH_S` from a daemon thread.

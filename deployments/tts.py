@@ -7,8 +7,8 @@ import asyncio
 from ray import serve
 
 from deployments.telemetry import RayMetrics
-from salesagent.metrics import timed
-from salesagent.tts import TextToSpeech, TTSSettings, make_tts
+from salesagent.platform.metrics import timed
+from salesagent.voice.tts import TextToSpeech, TTSSettings, make_tts
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.3}, max_ongoing_requests=16)

@@ -28,4 +28,4 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 
-"$VENV/bin/python" -m salesagent.models >/dev/null
+"$VENV/bin/python" -m salesagent.platform.models >/dev/null

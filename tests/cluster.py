@@ -128,7 +128,7 @@ def overcommitted_llm(timeout_s: float = 120) -> dict[str, str]:
     from ray.serve.api import _run
 
     from deployments.llm import LLMDeployment
-    from salesagent.settings import LLMSettings
+    from salesagent.platform.settings import LLMSettings
 
     settings = LLMSettings(gpu_memory_utilization=0.9, gpu_memory_gib=80)
     options = {"num_cpus": 0.1, "num_gpus": 0.25}

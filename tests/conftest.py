@@ -200,7 +200,7 @@ def deploy_graph(
     from deployments.llm import LLMDeployment
     from deployments.stt import STTDeployment
     from deployments.tts import TTSDeployment
-    from salesagent.settings import Settings
+    from salesagent.platform.settings import Settings
 
     settings = Settings.from_args(args)
     ingress = SalesIngress.bind(
@@ -238,7 +238,7 @@ def make_key(redis_url: str, name: str, requests_per_minute: int | None = None) 
 
     import redis.asyncio as aioredis
 
-    from salesagent.auth import KeyStore
+    from salesagent.platform.auth import KeyStore
 
     async def create() -> str:
         client = aioredis.from_url(redis_url, decode_responses=True)

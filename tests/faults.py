@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from salesagent.engine import Delta
-from salesagent.stt import STTCapabilities, Transcript
-from salesagent.tts import Speech
+from salesagent.platform.engine import Delta
+from salesagent.voice.stt import STTCapabilities, Transcript
+from salesagent.voice.tts import Speech
 
 
 class BrokenSTT:

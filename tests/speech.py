@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from functools import cache
 
-from salesagent.tts import HibariTTS, TTSSettings
+from salesagent.voice.tts import HibariTTS, TTSSettings
 
 
 def words(text: str) -> list[str]:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from salesagent import audio
-from salesagent.audio import (
+from salesagent.voice import audio
+from salesagent.voice.audio import (
     SAMPLE_RATE,
     AudioEmpty,
     AudioError,
@@ -21,7 +21,7 @@ from salesagent.audio import (
     decode_audio,
     encode_wav,
 )
-from salesagent.tts import HibariTTS, TTSSettings
+from salesagent.voice.tts import HibariTTS, TTSSettings
 
 LIMITS = {"max_bytes": 20 << 20, "max_seconds": 60.0}
 TOLERANCE_S = 0.1

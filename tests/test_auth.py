@@ -5,7 +5,7 @@ import asyncio
 import pytest
 import redis.asyncio as aioredis
 
-from salesagent.auth import KeyStore, RateLimited, Unauthorized, hash_key
+from salesagent.platform.auth import KeyStore, RateLimited, Unauthorized, hash_key
 from tests.conftest import away_from_a_minute_boundary
 
 

@@ -11,7 +11,7 @@ from deployments.ingress import SalesIngress
 from deployments.llm import LLMDeployment
 from deployments.stt import STTDeployment
 from deployments.tts import TTSDeployment
-from salesagent.settings import Settings
+from salesagent.platform.settings import Settings
 from tests.conftest import API, kill_replicas, tiny_args, wait_until
 
 

@@ -2,7 +2,8 @@
 
 import pytest
 
-from salesagent.call_state import (
+from salesagent.platform.phone import normalize_phone
+from salesagent.sales.call_state import (
     CallState,
     CustomerIntent,
     Disposition,
@@ -13,9 +14,8 @@ from salesagent.call_state import (
     apply,
     next_question,
 )
-from salesagent.catalog import load_catalog
-from salesagent.grounding import drop_unsupported, unsupported_facts
-from salesagent.phone import normalize_phone
+from salesagent.sales.catalog import load_catalog
+from salesagent.sales.grounding import drop_unsupported, unsupported_facts
 
 CATALOG = load_catalog()
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import yaml
 
-from salesagent.settings import default_llm_model
+from salesagent.platform.settings import default_llm_model
 from tests.cluster import LocalCluster
 from tests.conftest import API, free_port, make_key, wait_until
 

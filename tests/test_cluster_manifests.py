@@ -9,7 +9,7 @@ import kubernetes_validate
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from salesagent.fit import GPU_MEMORY_GIB, problems, shares_from_config
+from salesagent.platform.fit import GPU_MEMORY_GIB, problems, shares_from_config
 
 ROOT = Path(__file__).resolve().parent.parent
 KUBERAY = ROOT / "cluster" / "kuberay"

@@ -9,8 +9,14 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from graph import build_app
-from salesagent.fit import GPU_MEMORY_GIB, DoesNotFit, check_llm_share, problems, shares_from_config
-from salesagent.settings import Settings
+from salesagent.platform.fit import (
+    GPU_MEMORY_GIB,
+    DoesNotFit,
+    check_llm_share,
+    problems,
+    shares_from_config,
+)
+from salesagent.platform.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,7 +84,7 @@ def test_the_fit_command_exits_non_zero_when_it_does_not_fit(tmp_path):
     config["applications"][0]["args"]["llm"]["gpu_memory_utilization"] = 0.9
     path = tmp_path / "overcommitted.yaml"
     path.write_text(yaml.safe_dump(config))
-    run = [sys.executable, "-m", "salesagent.fit"]
+    run = [sys.executable, "-m", "salesagent.platform.fit"]
     ok = subprocess.run([*run, str(ROOT / "serve_config.yaml"), "--gpu", "h100", "--gpus", "1"])
     assert ok.returncode == 0
     bad = subprocess.run([*run, str(path), "--gpu", "h100"], capture_output=True, text=True)

@@ -1,16 +1,15 @@
-"""Pure conversation logic: prompts, reply cleanup, intents and settings."""
+"""Pure conversation logic: prompts, intents and settings. The reply's streaming stages
+(cleanup, sentences, grounding, the dialog policy) are tested in test_reply.py."""
 
-from salesagent.catalog import load_catalog
-from salesagent.conversation import (
+from salesagent.platform.sessions import Speaker, entry
+from salesagent.platform.settings import Settings
+from salesagent.sales.catalog import load_catalog
+from salesagent.sales.conversation import (
     CustomerIntent,
-    clean_reply,
     greeting,
     intent_messages,
-    reply_is_complete,
     reply_messages,
 )
-from salesagent.sessions import Speaker, entry
-from salesagent.settings import Settings
 
 CATALOG = load_catalog()
 
@@ -61,27 +60,6 @@ def test_intent_request_ends_with_the_customer_line():
     assert labels == {i.value for i in CustomerIntent}  # every label has a worked example
 
 
-def test_clean_reply_drops_role_tags_and_other_speakers():
-    raw = "Alex: Great question! The course runs 12 weeks.\nCustomer: ok\nAgent: more"
-    assert clean_reply(raw, "John Doe", 2) == "Great question! The course runs 12 weeks."
-    assert clean_reply("**Assistant:** Sure thing.<|im_end|>", "John", 2) == "Sure thing."
-    assert clean_reply("Sounds good.\nJohn: what about price?", "John Doe", 2) == "Sounds good."
-    assert clean_reply('"It covers MLOps."', "John", 2) == "It covers MLOps."
-
-
-def test_clean_reply_keeps_at_most_two_sentences_and_may_be_empty():
-    raw = "One. Two? Three! Four."
-    assert clean_reply(raw, "Jo", 2) == "One. Two?"
-    assert clean_reply("Customer: hi", "Jo", 2) == ""
-    assert clean_reply("   ", "Jo", 2) == ""
-
-
-def test_reply_is_complete_stops_after_enough_sentences():
-    assert not reply_is_complete("One sentence. Half", 2)
-    assert reply_is_complete("One. Two. Th", 2)
-    assert reply_is_complete("Fine.\nCustomer:", 2)
-
-
 def test_settings_merge_env_then_args(monkeypatch):
     monkeypatch.setenv("SALES_LLM__MAX_TOKENS", "33")
     monkeypatch.setenv("SALES_REDIS__URL", "redis://127.0.0.1:7000/1")
@@ -90,27 +68,3 @@ def test_settings_merge_env_then_args(monkeypatch):
     assert settings.llm.temperature == 0.1  # from args, beside it
     assert settings.redis.url == "redis://127.0.0.1:7000/1"
     assert settings.health_timeout_s == 1.0
-
-
-def test_ai_disclosure_when_asked():
-    from salesagent.conversation import with_ai_disclosure
-
-    asked = with_ai_disclosure(
-        "Yes, I'm Alex. How can I help?", "Am I talking to a robot?", CATALOG, 2
-    )
-    assert asked.startswith("I'm an AI assistant") and asked.count(".") + asked.count("?") <= 2
-    # Not asked, or already said: unchanged.
-    assert with_ai_disclosure("Sure.", "I want to get into AI.", CATALOG, 2) == "Sure."
-    said = "I'm an AI assistant for Edvantage AI. Happy to help."
-    assert with_ai_disclosure(said, "Are you human?", CATALOG, 2) == said
-
-
-def test_refusals_are_unusable_and_questions_get_asked():
-    from salesagent.conversation import with_question
-
-    assert clean_reply("I'm sorry, but I can't assist with that.", "Jo", 2) == ""
-    assert clean_reply("As an AI language model, I cannot sell.", "Jo", 2) == ""
-    q = "What do you do for work at the moment?"
-    assert with_question("It covers MLOps. And more.", q, 2) == f"It covers MLOps. {q}"
-    assert with_question("Do you code already?", q, 2) == "Do you code already?"
-    assert with_question("It covers MLOps.", None, 2) == "It covers MLOps."

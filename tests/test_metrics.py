@@ -4,8 +4,8 @@ import re
 
 import pytest
 
-from salesagent.health import HealthRules, assess, overall
-from salesagent.metrics import (
+from salesagent.platform.health import HealthRules, assess, overall
+from salesagent.platform.metrics import (
     DEFINITIONS,
     Kind,
     StageStats,

@@ -9,8 +9,8 @@ import httpx
 import pytest
 from ray import serve
 
-from salesagent.metrics import parse_prometheus
-from salesagent.voice_client import converse
+from salesagent.platform.metrics import parse_prometheus
+from salesagent.voice.voice_client import converse
 from tests.conftest import API, RedisServer, deploy_graph, kill_replicas, tiny_args, wait_until
 from tests.speech import spoken_wav
 

@@ -1,6 +1,6 @@
 """End to end through HTTP with the real Qwen2.5-Coder 0.5B model on vLLM (CPU).
 
-Needs the prepared model (`python -m salesagent.models`, which scripts/setup.sh runs).
+Needs the prepared model (`python -m salesagent.platform.models`, which scripts/setup.sh runs).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import httpx
 import pytest
 from ray import serve
 
-from salesagent.evaluation import failed_thresholds, load_prospects, report, run_suite
-from salesagent.settings import default_llm_model
+from salesagent.platform.settings import default_llm_model
+from salesagent.sales.evaluation import failed_thresholds, load_prospects, report, run_suite
 from tests.conftest import API, deploy
 
 # Words that show a reply is about the offer, the lead or the call.

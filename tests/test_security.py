@@ -14,7 +14,7 @@ from ray import serve
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from salesagent.auth import KEYS_HASH, hash_key
+from salesagent.platform.auth import KEYS_HASH, hash_key
 from tests.conftest import API, away_from_a_minute_boundary, deploy_graph, make_key, tiny_args
 
 START = {"phone_number": "+1 555 010 0100", "customer_name": "Ann Lee"}

@@ -2,17 +2,19 @@
 
 import pytest
 
-from salesagent.catalog import load_catalog
-from salesagent.conversation import CustomerIntent
-from salesagent.service import CallLimitReached, DoNotCall, LLMUnavailable, SalesCallService
-from salesagent.sessions import SessionStore
-from salesagent.settings import ConversationSettings, LimitsSettings, RedisSettings
+from salesagent.platform.sessions import SessionStore
+from salesagent.platform.settings import ConversationSettings, LimitsSettings, RedisSettings
+from salesagent.sales.catalog import load_catalog
+from salesagent.sales.conversation import CustomerIntent
+from salesagent.sales.service import CallLimitReached, DoNotCall, LLMUnavailable, SalesCallService
 
 QUESTIONS = load_catalog().qualification_questions
 
 
 class ScriptedLLM:
-    """Plays back fixed replies; `fail_after` deltas it raises, as a dying replica would."""
+    """Plays back fixed replies, one per stream (the last one again once they run out: a
+    speculative reply and its rewrite get the same); `fail_after` deltas it raises, as a
+    dying replica would."""
 
     def __init__(self, replies, intent="continue", fail_after=None):
         self.replies = list(replies)
@@ -29,7 +31,7 @@ class ScriptedLLM:
         return self.intent if self.intent in choices else choices[0]
 
     async def stream(self, messages, max_tokens=None):
-        words = self.replies.pop(0).split(" ")
+        words = (self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]).split(" ")
         sent = 0
         try:
             for i, word in enumerate(words):
@@ -140,3 +142,80 @@ async def test_phone_numbers_are_stored_in_e164(store):
     svc = service(store, ScriptedLLM([]))
     call = await svc.start_call("John", "(415) 555-2671")
     assert (await store.get(call.call_id)).phone_number == "+14155552671"
+
+
+class SlowReadingLLM(ScriptedLLM):
+    """Reads lines slowly, with `objection` pushed back; records when each request began."""
+
+    def __init__(self, replies, objection=False):
+        super().__init__(replies)
+        self.objection = objection
+        self.events = []
+
+    async def choose(self, messages, choices):
+        import asyncio
+
+        self.events.append("read")
+        await asyncio.sleep(0.2)
+        self.events.append("read done")
+        if self.objection and choices == ["no", "yes"]:
+            return "yes"
+        if self.objection and "price" in choices:
+            return "price"
+        return await super().choose(messages, choices)
+
+    async def stream(self, messages, max_tokens=None):
+        self.events.append("reply")
+        async for delta in super().stream(messages, max_tokens):
+            yield delta
+
+
+async def test_the_reply_is_written_while_the_line_is_read(store):
+    llm = SlowReadingLLM(["It covers LLMs and MLOps, live online. Do you code?"])
+    svc = service(store, llm)
+    call = await svc.start_call("John", "555-010-0100")
+    turn = await svc.respond(call.call_id, "What does it cover?")
+    assert turn.reply == "It covers LLMs and MLOps, live online. Do you code?"
+    assert llm.events.index("reply") < llm.events.index("read done")  # side by side
+    assert llm.events.count("reply") == 1  # the speculative reply held: no rewrite
+
+
+async def test_a_line_that_changes_the_instructions_gets_a_new_reply(store):
+    llm = SlowReadingLLM(["Guessed reply, never heard.", "I hear you, it is $299 now."], True)
+    svc = service(store, llm)
+    call = await svc.start_call("John", "555-010-0100")
+    turn = await svc.respond(call.call_id, "That's too expensive.")
+    assert turn.reply.startswith("I hear you, it is $299 now.")
+    assert llm.events.count("reply") == 2
+    assert (await store.get(call.call_id)).state.objections == ["price"]
+
+
+async def test_an_interrupted_turn_stores_what_was_heard(store):
+    svc = service(store, ScriptedLLM(["It runs twelve weeks, live online. Want details?"]))
+    call = await svc.start_call("John", "555-010-0100")
+    async with svc.turn(call.call_id, "How long is it?", "test") as turn:
+        async for sentence in turn.sentences():
+            turn.interrupt(sentence[:14])
+            break
+    history = (await store.get(call.call_id)).history
+    assert (history[-1].text, history[-1].interrupted) == ("It runs twelve", True)
+    assert history[-2].text == "How long is it?" and not history[-2].interrupted
+
+
+async def test_a_turn_cancelled_before_anything_was_heard_stores_nothing(store):
+    import asyncio
+
+    svc = service(store, SlowReadingLLM(["Never heard."]))
+    call = await svc.start_call("John", "555-010-0100")
+
+    async def speak():
+        async with svc.turn(call.call_id, "Hello?", "test") as turn:
+            async for _ in turn.sentences():
+                pass
+
+    task = asyncio.ensure_future(speak())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len((await store.get(call.call_id)).history) == 1

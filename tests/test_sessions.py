@@ -5,8 +5,15 @@ import uuid
 
 import pytest
 
-from salesagent.sessions import CallBusy, CallInUse, CallNotFound, SessionStore, Speaker, entry
-from salesagent.settings import RedisSettings
+from salesagent.platform.sessions import (
+    CallBusy,
+    CallInUse,
+    CallNotFound,
+    SessionStore,
+    Speaker,
+    entry,
+)
+from salesagent.platform.settings import RedisSettings
 
 
 @pytest.fixture()

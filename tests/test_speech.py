@@ -13,9 +13,9 @@ import av
 import numpy as np
 import pytest
 
-from salesagent.audio import SAMPLE_RATE, decode_audio
-from salesagent.stt import STTSettings, WhisperSTT
-from salesagent.tts import HibariTTS, PiperTTS, TTSSettings, make_tts
+from salesagent.voice.audio import SAMPLE_RATE, decode_audio
+from salesagent.voice.stt import STTSettings, WhisperSTT
+from salesagent.voice.tts import HibariTTS, PiperTTS, TTSSettings, make_tts
 from tests.speech import word_error_rate
 
 LIMITS = {"max_bytes": 20 << 20, "max_seconds": 60.0}

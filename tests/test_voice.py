@@ -17,7 +17,7 @@ from ray import serve
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from salesagent.voice_client import converse
+from salesagent.voice.voice_client import converse
 from tests.conftest import API, deploy_graph, tiny_args, wait_until
 from tests.faults import BrokenSTT, BrokenTTS
 from tests.speech import spoken_wav, word_error_rate

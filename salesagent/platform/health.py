@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from salesagent.metrics import StageStats
+from salesagent.platform.metrics import StageStats
 
 
 class HealthRules(BaseModel):

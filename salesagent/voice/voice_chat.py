@@ -19,8 +19,9 @@ from contextlib import suppress
 from time import perf_counter
 from typing import Any, Protocol
 
-from salesagent.audio import AudioError
-from salesagent.service import (
+from salesagent.platform.sessions import CallInUse, CallNotFound
+from salesagent.platform.settings import LimitsSettings
+from salesagent.sales.service import (
     CallLimitReached,
     LLMUnavailable,
     NoSpeech,
@@ -29,8 +30,7 @@ from salesagent.service import (
     STTUnavailable,
     TTSFailed,
 )
-from salesagent.sessions import CallInUse, CallNotFound
-from salesagent.settings import LimitsSettings
+from salesagent.voice.audio import AudioError
 
 END_CONNECTION = "END_CONNECTION_REQUEST_BY_CLIENT"
 POLICY_VIOLATION = 1008  # WebSocket close code for an invalid call id

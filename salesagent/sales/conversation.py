@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 
-from salesagent.call_state import (
+from salesagent.platform.sessions import HistoryEntry, Speaker
+from salesagent.sales.call_state import (
     OBJECTION_CHOICES,
     PUSHES_BACK,
     STAGE_GUIDANCE,
@@ -24,8 +25,7 @@ from salesagent.call_state import (
     objection_messages,
     slot_messages,
 )
-from salesagent.catalog import Catalog
-from salesagent.sessions import HistoryEntry, Speaker
+from salesagent.sales.catalog import Catalog
 
 
 def first_name(customer_name: str) -> str:
@@ -33,10 +33,12 @@ def first_name(customer_name: str) -> str:
 
 
 def system_prompt(catalog: Catalog, customer_name: str) -> str:
+    """The agent's instructions. Everything constant comes first and the customer's name
+    last, so vLLM's prefix cache serves the same head to every call."""
     a, p = catalog.agent, catalog.product
     return (
         f"You are {a.name}, a friendly sales representative at {a.company}, on a phone call "
-        f"with {customer_name}. You are selling the {p.name}.\n"
+        f"with a customer. You are selling the {p.name}.\n"
         f"Facts you may use (never state any other price, duration or discount):\n"
         f"{catalog.facts()}\n"
         "How to run the call: introduce yourself; ask open questions about their background "
@@ -46,7 +48,8 @@ def system_prompt(catalog: Catalog, customer_name: str) -> str:
         "a follow-up call.\n"
         "Style: you are speaking, not writing. Answer in one or two short sentences, no lists, "
         "no emojis, no markdown. Write only your own words, never the customer's. "
-        "If asked, say honestly that you are an AI assistant."
+        "If asked, say honestly that you are an AI assistant.\n"
+        f"The customer's name is {customer_name}."
     )
 
 
@@ -176,7 +179,6 @@ _ROLE_PREFIX = re.compile(
 _OTHER_SPEAKER = re.compile(
     r"(?:^|\n)\s*(?:\*\*)?(?:customer|user|human|client|system|prospect)(?:\*\*)?\s*:|<\|", re.I
 )
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 # The coder model sometimes answers a sales line with an assistant's refusal.
 _REFUSAL = re.compile(
     r"^(i'?m sorry|sorry|i apologi[sz]e),? but\b|as an ai (language model|assistant), i\b|"
@@ -185,37 +187,29 @@ _REFUSAL = re.compile(
 )
 
 
-def clean_reply(text: str, customer_name: str, max_sentences: int) -> str:
-    """Turn raw model output into one or two spoken sentences of the agent's own words.
-
-    Cuts at any point where the model starts a line for another speaker, drops role
-    prefixes, markdown and quotes, and keeps at most `max_sentences` sentences.
-    Returns "" when nothing usable is left.
-    """
+def cut_other_speakers(text: str, customer_name: str) -> tuple[str, bool]:
+    """`text` up to where the model starts a line for another speaker (or chat markup), and
+    whether it did: then the reply is over."""
     cut = _OTHER_SPEAKER.search(text)
-    if cut:
-        text = text[: cut.start()]
+    end = cut.start() if cut else len(text)
     if customer_name:
         # "John Doe:" at a line start is the model writing the customer's turn.
         named = re.search(rf"(?:^|\n)\s*{re.escape(customer_name.split()[0])}[^:\n]{{0,20}}:", text)
         if named:
-            text = text[: named.start()]
+            end = min(end, named.start())
+    return text[:end], end < len(text)
+
+
+def tidy(text: str) -> str:
+    """Spoken words only: no role prefix, markdown, quotes or extra whitespace."""
     text = _ROLE_PREFIX.sub("", text.strip())
     text = re.sub(r"[*_#`>]+", "", text)
-    text = " ".join(text.split()).strip().strip('"').strip()
-    if _REFUSAL.search(text):
-        return ""
-    sentences = [s for s in _SENTENCE_END.split(text) if s]
-    return " ".join(sentences[:max_sentences]).strip()
+    return " ".join(text.split()).strip().strip('"').strip()
 
 
-def with_question(reply: str, question: str | None, max_sentences: int) -> str:
-    """Make sure a qualifying reply asks its open question: a reply without any question
-    keeps its first sentence and gets the next qualification question."""
-    if not question or "?" in reply:
-        return reply
-    first = [s for s in _SENTENCE_END.split(reply) if s][: max_sentences - 1]
-    return " ".join([*first, question])
+def is_refusal(sentence: str) -> bool:
+    """An assistant's refusal ("I'm sorry, but I can't assist with that."): never spoken."""
+    return bool(_REFUSAL.search(sentence))
 
 
 # "Are you a robot?", "Is this a recording?", "Am I talking to a real person?"
@@ -226,24 +220,15 @@ _ASKS_IF_AI = re.compile(
 )
 
 
-def with_ai_disclosure(reply: str, customer_line: str, catalog: Catalog, max_sentences: int) -> str:
-    """When the customer asks whether they talk to a person, the reply says plainly that
-    this is an AI assistant: a disclosure rule is not left to a small model's judgement."""
-    if not _ASKS_IF_AI.search(customer_line) or re.search(
-        r"\bAI\b", reply.replace(catalog.agent.company, "")
-    ):
-        return reply
-    disclosure = f"I'm an AI assistant calling for {catalog.agent.company}."
-    sentences = [s for s in _SENTENCE_END.split(reply) if s]
-    return " ".join([disclosure, *sentences[: max_sentences - 1]])
+def asks_if_ai(customer_line: str) -> bool:
+    """Whether the customer asks if they talk to a person: the reply then opens with the
+    disclosure, a rule not left to a small model's judgement."""
+    return bool(_ASKS_IF_AI.search(customer_line))
+
+
+def ai_disclosure(catalog: Catalog) -> str:
+    return f"I'm an AI assistant calling for {catalog.agent.company}."
 
 
 FALLBACK_REPLY = "Sorry, could you say that again? I want to make sure I understand you."
 FALLBACK_GOODBYE = "Thank you for your time, and have a great day. Goodbye."
-
-
-def reply_is_complete(text: str, max_sentences: int) -> bool:
-    """True once the raw output holds more than we will keep, so generation can stop early."""
-    if _OTHER_SPEAKER.search(text):
-        return True
-    return len(_SENTENCE_END.findall(text.strip())) >= max_sentences

@@ -1,7 +1,7 @@
 """Does a GPU profile fit its GPUs? Checks a Serve config's GPU fractions against the GPU's
 memory, vLLM's memory share and the models' sizes, and says what to change.
 
-    python -m salesagent.fit serve_config.yaml --gpu h100 [--gpus 1]
+    python -m salesagent.platform.fit serve_config.yaml --gpu h100 [--gpus 1]
 
 The LLM replica runs the same check on itself at start-up (`check_llm_share`), before it
 loads anything, so an overcommitted deployment fails at once with the reason instead of

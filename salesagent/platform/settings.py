@@ -15,9 +15,9 @@ from typing import Any
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from salesagent.health import HealthRules
-from salesagent.stt import STTSettings
-from salesagent.tts import TTSSettings
+from salesagent.platform.health import HealthRules
+from salesagent.voice.stt import STTSettings
+from salesagent.voice.tts import TTSSettings
 
 APP_TITLE = "AI Voice Sales Agent (Qwen LLM)"
 APP_VERSION = "0.4.0"
@@ -32,8 +32,8 @@ def default_model_cache() -> Path:
 
 
 def default_llm_model() -> str:
-    """The Qwen folder that `python -m salesagent.models` prepares."""
-    from salesagent.models import QWEN_FOLDER_NAME
+    """The Qwen folder that `python -m salesagent.platform.models` prepares."""
+    from salesagent.platform.models import QWEN_FOLDER_NAME
 
     return str(default_model_cache() / QWEN_FOLDER_NAME)
 
@@ -52,6 +52,8 @@ class LLMSettings(BaseModel):
     # CPU: KV cache size in whole GiB (vLLM reserves ~20 GB when this is unset).
     kv_cache_space_gib: int = 1
     max_num_seqs: int = 16
+    # KV cache block size in tokens; None keeps vLLM's default (16 on GPU, 128 on CPU).
+    block_size: int | None = None
     enforce_eager: bool = True
     max_tokens: int = 80
     temperature: float = 0.6
@@ -103,7 +105,7 @@ class LimitsSettings(BaseModel):
 
 
 class AuthSettings(BaseModel):
-    """API keys (created with `python -m salesagent.auth`, stored hashed in Redis)."""
+    """API keys (created with `python -m salesagent.platform.auth`, stored hashed in Redis)."""
 
     enabled: bool = False  # the GPU profile turns this on; the local one binds to loopback
     requests_per_minute: int = 120  # per key, unless the key sets its own

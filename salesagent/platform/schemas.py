@@ -1,6 +1,6 @@
 """Request and response bodies of the HTTP API (`shared/spec/api.md`).
 
-GET /conversation answers with `salesagent.sessions.CallSession` as it is.
+GET /conversation answers with `salesagent.platform.sessions.CallSession` as it is.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, StringConstraints
 
-from salesagent.health import ServiceHealth
-from salesagent.phone import normalize_phone
+from salesagent.platform.health import ServiceHealth
+from salesagent.platform.phone import normalize_phone
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -63,7 +63,7 @@ class HealthResponse(BaseModel):
     app_version: str
     llm_service_status: str  # "ok" or "critical_issue" (or "degraded")
     llm_service_details: str
-    # stt, llm, tts and redis: replicas, recent p95 latency and error rate (salesagent.health).
+    # stt, llm, tts and redis: replicas, recent p95 latency and error rate (platform.health).
     services: dict[str, ServiceHealth]
 
 

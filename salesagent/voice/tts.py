@@ -25,7 +25,7 @@ from typing import Literal, Protocol
 import numpy as np
 from pydantic import BaseModel, Field
 
-from salesagent.audio import encode_wav
+from salesagent.voice.audio import encode_wav
 
 HIBARI_DEFAULT_VOICE = "heart"
 

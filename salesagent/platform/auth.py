@@ -2,9 +2,9 @@
 
 A key is shown once, when it is created:
 
-    python -m salesagent.auth create --name dialer-1 [--redis-url redis://...]
-    python -m salesagent.auth list
-    python -m salesagent.auth revoke KEY_ID
+    python -m salesagent.platform.auth create --name dialer-1 [--redis-url redis://...]
+    python -m salesagent.platform.auth list
+    python -m salesagent.platform.auth revoke KEY_ID
 
 Redis keeps only the key's SHA-256 (keys are 256 random bits, so a fast hash is enough;
 there is nothing to guess). A key's id, the first 16 hex digits of that hash, owns the
@@ -22,8 +22,8 @@ import time
 import redis.asyncio as aioredis
 from pydantic import BaseModel
 
-from salesagent.sessions import utc_now
-from salesagent.settings import Settings
+from salesagent.platform.sessions import utc_now
+from salesagent.platform.settings import Settings
 
 KEYS_HASH = "sales:api-keys"  # hash: SHA-256 hex of a key -> ApiKey JSON
 RATE_PREFIX = "sales:rate:"  # string per key and minute: requests counted in that minute

@@ -21,9 +21,9 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel, Field
 from redis.exceptions import LockError, RedisError
 
-from salesagent.call_state import CallState
-from salesagent.metrics import Metrics, NoMetrics, timed
-from salesagent.settings import RedisSettings
+from salesagent.platform.metrics import Metrics, NoMetrics, timed
+from salesagent.platform.settings import RedisSettings
+from salesagent.sales.call_state import CallState
 
 KEY_PREFIX = "sales:call:"
 
@@ -37,6 +37,9 @@ class HistoryEntry(BaseModel):
     speaker: Speaker
     text: str
     timestamp: str
+    # Beyond the contract: the customer spoke over this agent line, and `text` is the part
+    # they heard.
+    interrupted: bool = False
 
 
 class CallSession(BaseModel):
@@ -79,8 +82,8 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def entry(speaker: Speaker, text: str) -> HistoryEntry:
-    return HistoryEntry(speaker=speaker, text=text, timestamp=utc_now())
+def entry(speaker: Speaker, text: str, interrupted: bool = False) -> HistoryEntry:
+    return HistoryEntry(speaker=speaker, text=text, timestamp=utc_now(), interrupted=interrupted)
 
 
 ACTIVE_KEY = "sales:active"  # sorted set: active call ids scored by their last activity

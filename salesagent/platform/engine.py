@@ -13,7 +13,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import NamedTuple, Protocol
 
-from salesagent.settings import LLMSettings
+from salesagent.platform.settings import LLMSettings
 
 Message = dict[str, str]
 
@@ -46,7 +46,7 @@ class VLLMChatEngine:
         if not settings.model or not os.path.isdir(settings.model):
             raise ValueError(
                 f"LLM model folder not found: {settings.model!r}; run "
-                "`python -m salesagent.models` or set llm.model to a local model folder"
+                "`python -m salesagent.platform.models` or set llm.model to a local model folder"
             )
         # Read by vLLM's CPU backend at engine start; unset it reserves ~20 GB.
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.kv_cache_space_gib))
@@ -63,6 +63,10 @@ class VLLMChatEngine:
             enforce_eager=settings.enforce_eager,
             seed=settings.seed,
             disable_log_stats=True,
+            # The prefix cache shares whole blocks only: a smaller block lets more of a
+            # prompt's constant head be served from cache (the CPU backend defaults to 128).
+            block_size=settings.block_size,
+            enable_prefix_caching=True,
         )
         self._engine = AsyncLLM.from_engine_args(args)
         self._tokenizer = self._engine.get_tokenizer()

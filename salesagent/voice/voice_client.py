@@ -1,8 +1,8 @@
 """A command-line voice client: holds a call over the WebSocket voice chat.
 
-    python -m salesagent.voice_client --name "John Doe" --say "Sure, what is it about?" \
+    python -m salesagent.voice.voice_client --name "John Doe" --say "Sure, what is it about?" \
         --say "How much is it?" --out replies/
-    python -m salesagent.voice_client --call-id <id> --wav question1.wav --wav question2.wav
+    python -m salesagent.voice.voice_client --call-id <id> --wav question1.wav --wav question2.wav
 
 Against a service that requires API keys, pass --api-key (or set SALES_API_KEY).
 
@@ -131,7 +131,7 @@ async def send_turn(ws, clip: bytes, timeout_s: float) -> TurnResult:
 
 
 def _speak(texts: list[str]) -> list[bytes]:
-    from salesagent.tts import TTSSettings, make_tts
+    from salesagent.voice.tts import TTSSettings, make_tts
 
     voice = make_tts(TTSSettings())
     return [voice.synthesize(text).to_wav() for text in texts]

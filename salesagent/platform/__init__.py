@@ -1,0 +1,1 @@
+"""Platform: settings, Redis sessions, API keys, phone numbers, metrics, health, the LLM engine."""

@@ -1,0 +1,1 @@
+"""The sales conversation: catalog, prompts, call state, grounding, turns, evaluation."""

@@ -1,0 +1,403 @@
+"""The call workflow: start a call, take a customer turn (text or speech), read a conversation.
+
+Plain async code over a `SessionStore` and clients of the LLM, STT and TTS deployments;
+the ingress maps its exceptions to HTTP statuses and WebSocket messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import aclosing, asynccontextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from time import perf_counter
+from typing import Protocol
+
+import numpy as np
+
+from salesagent.platform.metrics import Metrics, NoMetrics, timed
+from salesagent.platform.phone import normalize_phone
+from salesagent.platform.sessions import CallSession, HistoryEntry, SessionStore, Speaker, entry
+from salesagent.platform.settings import AudioSettings, ConversationSettings, LimitsSettings
+from salesagent.sales.call_state import (
+    CallState,
+    Disposition,
+    LineReading,
+    apply,
+    disposition_for,
+    next_question,
+)
+from salesagent.sales.catalog import Catalog
+from salesagent.sales.conversation import (
+    CustomerIntent,
+    Message,
+    greeting,
+    reading_from,
+    reading_requests,
+    reply_messages,
+)
+from salesagent.sales.reply import with_policy, written_reply
+from salesagent.voice.audio import decode_audio
+from salesagent.voice.stt import Transcript
+
+
+class LLMUnavailable(Exception):
+    """The LLM deployment is not ready, timed out or failed."""
+
+
+class STTUnavailable(Exception):
+    """The STT deployment is not ready or did not answer in time."""
+
+
+class STTFailed(Exception):
+    """The STT engine raised while transcribing."""
+
+
+class NoSpeech(Exception):
+    """The audio decoded, but nothing was said in it."""
+
+
+class DoNotCall(Exception):
+    """The number asked not to be called again; a new call to it is refused."""
+
+
+class TTSFailed(Exception):
+    """The TTS deployment failed or is unavailable; callers fall back to text."""
+
+
+class CallLimitReached(Exception):
+    """The call has had its most turns or lasted its longest; a new call is needed."""
+
+
+class LLMClient(Protocol):
+    def stream(
+        self, messages: list[Message], max_tokens: int | None = None
+    ) -> AsyncIterator[str]: ...
+
+    async def choose(self, messages: list[Message], choices: list[str]) -> str: ...
+
+    async def ready(self) -> str: ...
+
+
+class STTClient(Protocol):
+    async def transcribe(self, samples: np.ndarray) -> Transcript: ...
+
+    async def ready(self) -> str: ...
+
+
+class TTSClient(Protocol):
+    async def synthesize(self, text: str) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class Turn:
+    reply: str
+    should_end_call: bool
+    intent: CustomerIntent
+    disposition: Disposition | None = None
+
+
+class SalesCallService:
+    def __init__(
+        self,
+        store: SessionStore,
+        llm: LLMClient,
+        catalog: Catalog,
+        settings: ConversationSettings,
+        stt: STTClient | None = None,
+        tts: TTSClient | None = None,
+        audio: AudioSettings | None = None,
+        metrics: Metrics | None = None,
+        limits: LimitsSettings | None = None,
+    ):
+        self.store = store
+        self.llm = llm
+        self.catalog = catalog
+        self.settings = settings
+        self.stt = stt
+        self.tts = tts
+        self.audio = audio or AudioSettings()
+        self.metrics = metrics or NoMetrics()
+        self.limits = limits or LimitsSettings()
+
+    async def start_call(
+        self, customer_name: str, phone_number: str, owner: str = ""
+    ) -> CallSession:
+        """A new call to `phone_number` (stored in E.164), owned by API key id `owner`."""
+        phone_number = normalize_phone(phone_number)
+        if await self.store.is_do_not_call(phone_number):
+            raise DoNotCall(f"{phone_number} asked not to be called again")
+        await self.llm.ready()  # a call the agent cannot hold is refused up front (503)
+        session = await self.store.create(
+            customer_name, phone_number, greeting(self.catalog, customer_name), owner
+        )
+        self.metrics.inc("salesagent_calls_started_total")
+        await self._count_active_calls()
+        return session
+
+    async def respond(self, call_id: str, message: str, channel: str = "rest") -> Turn:
+        """One whole customer turn (REST and the contract's WebSocket): the reply's
+        sentences joined, stored with the customer's line."""
+        async with self.turn(call_id, message, channel) as turn:
+            async for _sentence in turn.sentences():
+                pass
+        return turn.result
+
+    @asynccontextmanager
+    async def turn(self, call_id: str, message: str, channel: str) -> AsyncIterator[AgentTurn]:
+        """A customer turn in progress, holding the call's turn lock. The caller takes the
+        reply sentence by sentence from `turn.sentences()` and says what the customer heard
+        (`turn.delivered`, `turn.interrupt`). On exit the turn is stored in one write: the
+        customer's line and the agent's line as said (or as heard, marked interrupted).
+        When it fails or is cancelled before anything reached the customer, nothing is
+        stored."""
+        started = perf_counter()
+        await self.llm.ready()  # fail fast (503) rather than wait out a turn's timeout
+        async with self.store.turn_lock(call_id):
+            session = self._within_limits(await self.store.get_active(call_id))
+            turn = AgentTurn(self, session, message)
+            try:
+                yield turn
+            except BaseException:
+                await turn.close()
+                if turn.heard:  # the customer heard part of it: that part is history
+                    with suppress(Exception):
+                        await asyncio.shield(turn.store(interrupted=True))
+                raise
+            await turn.close()
+            await turn.store()
+        self.metrics.observe(
+            "salesagent_turn_duration_seconds", perf_counter() - started, channel=channel
+        )
+
+    async def _read(self, history: list[HistoryEntry]) -> LineReading:
+        """Intent, qualification fact and objection of the customer's line: short guided
+        choices sent together, so vLLM batches them."""
+        with timed(self.metrics, "llm_intent"):
+            answers = await asyncio.gather(
+                *(self.llm.choose(m, choices) for m, choices in reading_requests(history))
+            )
+        return reading_from(answers)
+
+    def _within_limits(self, session: CallSession) -> CallSession:
+        turns = sum(1 for e in session.history if e.speaker is Speaker.CUSTOMER)
+        if turns >= self.limits.max_turns_per_call:
+            raise CallLimitReached(
+                f"Call has reached its limit of {self.limits.max_turns_per_call} turns; "
+                "start a new call"
+            )
+        started = datetime.fromisoformat(session.start_time)
+        if (datetime.now(UTC) - started).total_seconds() > self.limits.max_call_seconds:
+            raise CallLimitReached(
+                f"Call has lasted longer than {self.limits.max_call_seconds:.0f} s; "
+                "start a new call"
+            )
+        return session
+
+    async def conversation(self, call_id: str) -> CallSession:
+        return await self.store.get(call_id)
+
+    async def hear(self, call_id: str, audio: bytes) -> str:
+        """The customer's words in an audio file or message, for an active call.
+
+        Raises AudioError (bad input), CallNotFound, LLMUnavailable, STTUnavailable,
+        STTFailed or NoSpeech; nothing is stored.
+        """
+        with timed(self.metrics, "audio_decode"):
+            decoded = await asyncio.to_thread(
+                decode_audio,
+                audio,
+                max_bytes=self.audio.max_bytes,
+                max_seconds=self.audio.max_seconds,
+            )
+        # 404 (or the call's limits) before spending STT time.
+        self._within_limits(await self.store.get_active(call_id))
+        await self.llm.ready()  # no point transcribing a turn nobody can answer
+        transcript = await self.stt.transcribe(decoded.samples)
+        text = transcript.text.strip()
+        if not text:
+            raise NoSpeech("No speech was recognized in the audio")
+        return text
+
+    async def speak(self, text: str) -> bytes:
+        """The agent's line as WAV bytes; raises TTSFailed."""
+        return await self.tts.synthesize(text)
+
+    async def end_call(self, call_id: str) -> None:
+        """The client hung up: end the call, with its disposition."""
+        session = await self.store.get_active(call_id)
+        state = session.state.model_copy(
+            update={"disposition": disposition_for(session.state, None)}
+        )
+        await self.store.end(call_id, state)
+        self.metrics.inc("salesagent_calls_ended_total", outcome=state.disposition.value)
+        await self._count_active_calls()
+
+    async def _count_active_calls(self) -> None:
+        self.metrics.set("salesagent_active_calls", await self.store.active_count())
+
+
+class AgentTurn:
+    """One turn's reply in flight. The line reading and a speculative reply start at once:
+    the reply is written on the guess that the line changes nothing in its instructions
+    (the customer carries on), and its sentences are held until the reading is in. When
+    the reading changes the instructions (an objection, an ending, a new stage), the
+    speculative reply is dropped unheard and written again."""
+
+    def __init__(self, service: SalesCallService, session: CallSession, message: str):
+        self._service = service
+        self._session = session
+        self.customer = entry(Speaker.CUSTOMER, message)
+        self.history = [*session.history, self.customer]
+        self.spoken: list[str] = []  # sentences handed out, in order
+        self.heard = ""  # what the customer heard so far ("" = nothing yet)
+        self.interrupted = False
+        self.reading: LineReading | None = None
+        self.state: CallState | None = None
+        self.result: Turn | None = None
+        self._reading = asyncio.ensure_future(service._read(self.history))
+        guess = LineReading(intent=CustomerIntent.CONTINUE)
+        self._guess = self._messages(guess, apply(session.state, guess, message))
+        self._speculative = _Prefetch(
+            self._written(self._guess), service.settings.max_reply_sentences
+        )
+
+    def _messages(self, reading: LineReading, state: CallState) -> list[Message]:
+        """The reply prompt. Facts known before this line (the line itself is in the
+        history), so a line that only gives a fact keeps the speculative reply."""
+        settings = self._service.settings
+        prompt_state = state.model_copy(update={"qualification": self._session.state.qualification})
+        return reply_messages(
+            self._service.catalog,
+            self._session.customer_name,
+            self.history,
+            reading.intent,
+            settings.prompt_history_entries,
+            prompt_state,
+        )
+
+    def _written(self, messages: list[Message]) -> AsyncIterator[str]:
+        service = self._service
+        return written_reply(
+            service.llm.stream,
+            messages,
+            self._session.customer_name,
+            service.catalog,
+            service.metrics,
+        )
+
+    async def sentences(self) -> AsyncIterator[str]:
+        """The reply's checked sentences, each as soon as it may be spoken."""
+        service = self._service
+        self.reading = reading = await self._reading
+        self.state = apply(self._session.state, reading, self.customer.text)
+        messages = self._messages(reading, self.state)
+        if messages == self._guess:
+            written = self._speculative.items()
+        else:
+            service.metrics.inc("salesagent_reply_restarts_total")
+            await self._speculative.cancel()
+            written = self._written(messages)
+        ends = reading.intent.ends_call
+        questions = service.catalog.qualification_questions
+        source = with_policy(
+            written,
+            customer_line=self.customer.text,
+            catalog=service.catalog,
+            question=None if ends else next_question(self.state, questions),
+            limit=service.settings.max_reply_sentences,
+            ends_call=ends,
+        )
+        async with aclosing(source):
+            async for sentence in source:
+                self.spoken.append(sentence)
+                yield sentence
+
+    @property
+    def reply(self) -> str:
+        return " ".join(self.spoken)
+
+    def delivered(self, heard: str) -> None:
+        """The customer has heard the reply up to `heard` (its text so far)."""
+        self.heard = heard
+
+    def interrupt(self, heard: str) -> None:
+        """The customer spoke over the agent after hearing `heard`."""
+        self.heard, self.interrupted = heard, True
+
+    async def close(self) -> None:
+        await self._speculative.cancel()
+        if not self._reading.done():
+            self._reading.cancel()
+            with suppress(BaseException):
+                await self._reading
+
+    async def store(self, interrupted: bool = False) -> None:
+        """The turn, stored whole: as said, or as far as heard when cut short."""
+        interrupted = interrupted or self.interrupted
+        said = self.heard if interrupted else self.reply
+        reading = self.reading or LineReading(intent=CustomerIntent.CONTINUE)
+        state = self.state or apply(self._session.state, reading, self.customer.text)
+        ends = reading.intent.ends_call and not interrupted
+        if not ends and state.disposition:
+            state = state.model_copy(update={"disposition": None})
+        service = self._service
+        await service.store.append_turn(
+            self._session.call_id,
+            [self.customer, entry(Speaker.AGENT, said, interrupted=interrupted)],
+            end_call=ends,
+            state=state,
+            do_not_call=self._session.phone_number
+            if reading.intent is CustomerIntent.DO_NOT_CALL
+            else "",
+        )
+        self.result = Turn(
+            reply=said,
+            should_end_call=ends,
+            intent=reading.intent,
+            disposition=state.disposition if ends else None,
+        )
+        if interrupted:
+            service.metrics.inc("salesagent_interruptions_total")
+        if self.result.disposition:
+            outcome = self.result.disposition.value
+            service.metrics.inc("salesagent_calls_ended_total", outcome=outcome)
+            await service._count_active_calls()
+
+
+class _Prefetch:
+    """Runs an async iterator ahead in a task, so the speculative reply is written while
+    the line is being read: at most `limit` items (no reply uses more), then the source
+    is closed, which aborts its generation, as `cancel` does."""
+
+    def __init__(self, source: AsyncIterator[str], limit: int):
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._task = asyncio.ensure_future(self._run(source, limit))
+
+    async def _run(self, source: AsyncIterator[str], limit: int) -> None:
+        try:
+            async with aclosing(source):
+                async for item in source:
+                    await self._queue.put((item, None))
+                    limit -= 1
+                    if limit <= 0:
+                        break
+        except Exception as exc:  # handed to the consumer, raised there
+            await self._queue.put((None, exc))
+        await self._queue.put((None, StopAsyncIteration()))
+
+    async def items(self) -> AsyncIterator[str]:
+        while True:
+            item, exc = await self._queue.get()
+            if isinstance(exc, StopAsyncIteration):
+                return
+            if exc:
+                raise exc
+            yield item
+
+    async def cancel(self) -> None:
+        if not self._task.done():
+            self._task.cancel()
+            with suppress(BaseException):
+                await self._task
