@@ -45,6 +45,8 @@ from salesagent.sales.service import (
     STTUnavailable,
 )
 from salesagent.voice.audio import AudioError, AudioTooLarge
+from salesagent.voice.pcm import STREAM_RATES
+from salesagent.voice.realtime import RealtimeVoiceChat
 from salesagent.voice.voice_chat import VoiceChat, key_from_subprotocols, refuse
 
 API_PREFIX = "/api/v1/sales"
@@ -257,8 +259,11 @@ class SalesIngress:
     @app.websocket("/ws/voice-chat/{call_id}")
     @app.websocket(f"{API_PREFIX}/ws/voice-chat/{{call_id}}")
     async def voice_chat(self, websocket: WebSocket, call_id: str) -> None:
-        """Browsers, which cannot set headers here, send the key as the `token` query
-        parameter or as the subprotocol `api-key.<key>` beside `salesagent`."""
+        """The contract's voice chat (one WAV per audio message), or with `?mode=stream` live
+        PCM16 frames (`rate`, default 16000) and the agent's sentences as PCM16 at
+        `output_rate` (default 24000), with barge-in. Browsers, which cannot set headers
+        here, send the key as the `token` query parameter or as the subprotocol
+        `api-key.<key>` beside `salesagent`."""
         offered = websocket.scope.get("subprotocols") or []
         await websocket.accept(subprotocol="salesagent" if "salesagent" in offered else None)
         key = (
@@ -271,11 +276,40 @@ class SalesIngress:
             call_id = await self._owned(call_id, key)
         except (CallNotFound, Unauthorized, RateLimited) as exc:
             return await refuse(websocket, str(exc))  # an error message, then code 1008
+        try:
+            chat = self._voice_chat(websocket, call_id)
+        except ValueError as exc:  # AudioError included: a rate or mode it does not take
+            return await refuse(websocket, str(exc))
         self._count_websockets(+1)
         try:
-            await VoiceChat(websocket, call_id, self.service, self.settings.limits).run()
+            await chat.run()
         finally:
             self._count_websockets(-1)
+
+    def _voice_chat(self, websocket: WebSocket, call_id: str) -> VoiceChat | RealtimeVoiceChat:
+        query = websocket.query_params
+        mode = query.get("mode", "contract")
+        if mode == "contract":
+            return VoiceChat(websocket, call_id, self.service, self.settings.limits)
+        if mode != "stream":
+            raise ValueError(f"unknown mode {mode[:32]!r}; use mode=stream or leave it out")
+        rates = {}
+        for name, default in (("rate", 16000), ("output_rate", 24000)):
+            value = query.get(name, str(default))
+            if not value.isdigit() or int(value) not in STREAM_RATES:
+                raise ValueError(
+                    f"{name} must be one of {', '.join(map(str, STREAM_RATES))}, not {value[:16]!r}"
+                )
+            rates[name] = int(value)
+        return RealtimeVoiceChat(
+            websocket,
+            call_id,
+            self.service,
+            self.settings.limits,
+            self.settings.turns,
+            input_rate=rates["rate"],
+            output_rate=rates["output_rate"],
+        )
 
     def _count_websockets(self, change: int) -> None:
         self.open_websockets += change

@@ -65,6 +65,47 @@ def test_short_pieces_join_the_next_for_speech_and_nothing_is_released_early():
     assert splitter.feed("It costs $12.50 a month. And") == ["It costs $12.50 a month."]
 
 
+def test_the_first_sentence_may_start_as_a_clause():
+    splitter = SentenceSplitter(first_clause_words=4)
+    text = "The bootcamp runs twelve weeks, with live classes. It costs $299, all in."
+    out = []
+    for i in range(1, len(text) + 1):
+        out += splitter.feed(text[:i])
+    out += splitter.feed(text, final=True)
+    # Only the reply's first piece is a clause; "1,000"-style commas never split.
+    assert out == [
+        "The bootcamp runs twelve weeks,",
+        "with live classes.",
+        "It costs $299, all in.",
+    ]
+    assert SentenceSplitter(first_clause_words=2).feed("It has 1,000 hours") == []
+
+
+async def _policy_counts_a_clause_and_its_sentence_once():
+    async def source():
+        for piece in ["The bootcamp runs twelve weeks,", "with live classes.", "And more."]:
+            yield piece
+
+    return await collect(
+        with_policy(
+            source(),
+            customer_line="Ok.",
+            catalog=CATALOG,
+            question=QUESTION,
+            limit=2,
+            ends_call=False,
+        )
+    )
+
+
+def test_policy_counts_a_clause_and_its_sentence_as_one():
+    assert asyncio.run(_policy_counts_a_clause_and_its_sentence_once()) == [
+        "The bootcamp runs twelve weeks,",
+        "with live classes.",
+        QUESTION,
+    ]
+
+
 def test_model_sentences_stop_at_another_speakers_line():
     raw = "Alex: Great question! The course runs 12 weeks.\nCustomer: ok\nAgent: more"
     out = asyncio.run(collect(model_sentences(tokens(raw), "John Doe")))

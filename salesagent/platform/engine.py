@@ -70,6 +70,7 @@ class VLLMChatEngine:
         )
         self._engine = AsyncLLM.from_engine_args(args)
         self._tokenizer = self._engine.get_tokenizer()
+        self._first_token_cache: dict[tuple[str, ...], dict[int, str]] = {}
 
     def _prompt(self, messages: list[Message]) -> dict:
         text = self._tokenizer.apply_chat_template(
@@ -99,22 +100,40 @@ class VLLMChatEngine:
                 yield Delta(completion.text, len(completion.token_ids))
 
     async def choose(self, messages: list[Message], choices: list[str]) -> str:
+        """The likeliest of `choices`. When their first tokens differ, one token decides:
+        a single decoding step restricted to those tokens, which costs a fraction of guided
+        decoding spelling out the whole label step by step."""
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
-        params = SamplingParams(
-            max_tokens=16,
-            temperature=0.0,
-            structured_outputs=StructuredOutputsParams(choice=choices),
-        )
-        text = ""
+        first_tokens = self._first_tokens(tuple(choices))
+        if first_tokens:
+            params = SamplingParams(
+                max_tokens=1, temperature=0.0, allowed_token_ids=list(first_tokens)
+            )
+        else:
+            params = SamplingParams(
+                max_tokens=16,
+                temperature=0.0,
+                structured_outputs=StructuredOutputsParams(choice=choices),
+            )
+        text, token_ids = "", []
         async for output in self._engine.generate(
             self._prompt(messages), params, request_id=uuid.uuid4().hex
         ):
-            text = output.outputs[0].text
+            text, token_ids = output.outputs[0].text, list(output.outputs[0].token_ids)
+        if first_tokens and token_ids:
+            return first_tokens[token_ids[0]]
         if text not in choices:  # guided decoding guarantees this; fail loudly if not
             raise RuntimeError(f"guided choice returned {text!r}, not one of {choices}")
         return text
+
+    def _first_tokens(self, choices: tuple[str, ...]) -> dict[int, str]:
+        """{first token id: choice} when every choice starts with its own token, else {}."""
+        if choices not in self._first_token_cache:
+            firsts = {self._tokenizer.encode(c, add_special_tokens=False)[0]: c for c in choices}
+            self._first_token_cache[choices] = firsts if len(firsts) == len(choices) else {}
+        return self._first_token_cache[choices]
 
     async def check_health(self) -> None:
         await self._engine.check_health()

@@ -48,6 +48,24 @@ DEFINITIONS: dict[str, Definition] = {
     "salesagent_voice_to_voice_seconds": Definition(
         Kind.HISTOGRAM, "WebSocket: customer audio received to first agent audio byte sent"
     ),
+    "salesagent_time_to_first_audio_seconds": Definition(
+        Kind.HISTOGRAM,
+        "End of the customer's speech to the first agent audio byte sent (mode: stream, "
+        "or contract: the audio message received)",
+        ("mode",),
+    ),
+    "salesagent_end_of_turn_wait_seconds": Definition(
+        Kind.HISTOGRAM, "Streaming: end of the customer's speech to the end of turn decided"
+    ),
+    "salesagent_interruptions_total": Definition(
+        Kind.COUNTER, "Agent lines cut short by the customer speaking over them"
+    ),
+    "salesagent_backchannels_total": Definition(
+        Kind.COUNTER, "Customer speech over the agent that was only a backchannel (no barge-in)"
+    ),
+    "salesagent_reply_restarts_total": Definition(
+        Kind.COUNTER, "Speculative replies dropped unheard because the line reading changed them"
+    ),
     "salesagent_llm_tokens_generated_total": Definition(Kind.COUNTER, "Tokens the LLM generated"),
     "salesagent_stt_audio_seconds_total": Definition(Kind.COUNTER, "Audio seconds transcribed"),
     "salesagent_tts_audio_seconds_total": Definition(Kind.COUNTER, "Audio seconds synthesized"),
@@ -108,7 +126,7 @@ def timed(metrics: Metrics, stage: str) -> Iterator[None]:
 _SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][\w:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 # Labels that tell replicas, workers and nodes apart: summed over when reading.
-_KEEP_LABELS = {"stage", "channel", "outcome", "kind", "le", "deployment"}
+_KEEP_LABELS = {"stage", "channel", "outcome", "kind", "le", "deployment", "mode"}
 
 
 def parse_prometheus(text: str, prefix: str = "salesagent_") -> dict[tuple, float]:

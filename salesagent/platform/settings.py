@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from salesagent.platform.health import HealthRules
 from salesagent.voice.stt import STTSettings
 from salesagent.voice.tts import TTSSettings
+from salesagent.voice.turns import TurnSettings
 
 APP_TITLE = "AI Voice Sales Agent (Qwen LLM)"
 APP_VERSION = "0.4.0"
@@ -82,6 +83,9 @@ class ConversationSettings(BaseModel):
     prompt_history_entries: int = 16
     # Replies are spoken: at most this many sentences.
     max_reply_sentences: int = 2
+    # Speech may start with the first sentence's leading clause once it has this many
+    # words (0: whole sentences only).
+    first_clause_words: int = 6
 
 
 class AudioSettings(BaseModel):
@@ -125,6 +129,8 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     stt: STTSettings = Field(default_factory=STTSettings)
     tts: TTSSettings = Field(default_factory=TTSSettings)
+    # The streaming voice mode: voice activity, end of turn, barge-in, audio pacing.
+    turns: TurnSettings = Field(default_factory=TurnSettings)
     # /health answers within this bound even when a deployment is pending or dead.
     health_timeout_s: float = 1.5
     health: HealthRules = Field(default_factory=HealthRules)

@@ -34,9 +34,12 @@ from salesagent.sales.grounding import unsupported_facts
 from salesagent.voice.sentences import SentenceSplitter
 
 
-async def model_sentences(stream: AsyncIterator[str], customer_name: str) -> AsyncIterator[str]:
-    """Sentences of the model's reply as soon as each is complete."""
-    splitter = SentenceSplitter()
+async def model_sentences(
+    stream: AsyncIterator[str], customer_name: str, first_clause_words: int | None = None
+) -> AsyncIterator[str]:
+    """Sentences of the model's reply as soon as each is complete (the first one may come
+    as a clause and the rest of it, see `SentenceSplitter`)."""
+    splitter = SentenceSplitter(first_clause_words=first_clause_words)
     raw = ""
     async with aclosing(stream):
         async for delta in stream:
@@ -89,7 +92,7 @@ async def with_policy(
 ) -> AsyncIterator[str]:
     """At most `limit` sentences: the disclosure when asked, the model's, and the open
     question in the last place when nothing before it asked one."""
-    count, asked = 0, False
+    count, asked = 0, False  # `count`: whole sentences (a leading clause is part of one)
     if asks_if_ai(customer_line):
         yield ai_disclosure(catalog)
         count = 1
@@ -99,7 +102,7 @@ async def with_policy(
             if last and question and not asked and "?" not in sentence:
                 sentence = question
             asked = asked or "?" in sentence
-            count += 1
+            count += sentence[-1] in ".!?"
             yield sentence
             if count >= limit:
                 return  # closing the chain stops the generation
@@ -117,6 +120,11 @@ def written_reply(
     customer_name: str,
     catalog: Catalog,
     metrics: Metrics,
+    first_clause_words: int | None = None,
 ) -> AsyncIterator[str]:
     """The model's checked sentences for `messages`, before the dialog policy."""
-    return grounded(lambda: model_sentences(llm_stream(messages), customer_name), catalog, metrics)
+    return grounded(
+        lambda: model_sentences(llm_stream(messages), customer_name, first_clause_words),
+        catalog,
+        metrics,
+    )

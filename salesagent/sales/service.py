@@ -7,6 +7,7 @@ the ingress maps its exceptions to HTTP statuses and WebSocket messages.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from salesagent.sales.catalog import Catalog
 from salesagent.sales.conversation import (
     CustomerIntent,
     Message,
+    asks_if_ai,
     greeting,
     reading_from,
     reading_requests,
@@ -161,7 +163,7 @@ class SalesCallService:
                 yield turn
             except BaseException:
                 await turn.close()
-                if turn.heard:  # the customer heard part of it: that part is history
+                if turn.reached:  # the reply reached the customer: what they heard is history
                     with suppress(Exception):
                         await asyncio.shield(turn.store(interrupted=True))
                 raise
@@ -211,10 +213,14 @@ class SalesCallService:
                 max_bytes=self.audio.max_bytes,
                 max_seconds=self.audio.max_seconds,
             )
+        return await self.transcribe(call_id, decoded.samples)
+
+    async def transcribe(self, call_id: str, samples: np.ndarray) -> str:
+        """The customer's words in 16 kHz samples, for an active call; NoSpeech if none."""
         # 404 (or the call's limits) before spending STT time.
         self._within_limits(await self.store.get_active(call_id))
         await self.llm.ready()  # no point transcribing a turn nobody can answer
-        transcript = await self.stt.transcribe(decoded.samples)
+        transcript = await self.stt.transcribe(samples)
         text = transcript.text.strip()
         if not text:
             raise NoSpeech("No speech was recognized in the audio")
@@ -251,11 +257,13 @@ class AgentTurn:
         self.customer = entry(Speaker.CUSTOMER, message)
         self.history = [*session.history, self.customer]
         self.spoken: list[str] = []  # sentences handed out, in order
-        self.heard = ""  # what the customer heard so far ("" = nothing yet)
+        self.heard = ""  # what the customer heard so far
+        self.reached = False  # some of the reply was sent to the customer
         self.interrupted = False
         self.reading: LineReading | None = None
         self.state: CallState | None = None
         self.result: Turn | None = None
+        self.read_at: float | None = None  # when the line reading came in (monotonic)
         self._reading = asyncio.ensure_future(service._read(self.history))
         guess = LineReading(intent=CustomerIntent.CONTINUE)
         self._guess = self._messages(guess, apply(session.state, guess, message))
@@ -279,18 +287,22 @@ class AgentTurn:
 
     def _written(self, messages: list[Message]) -> AsyncIterator[str]:
         service = self._service
+        # The disclosure opens a reply by itself; otherwise speech may start with a clause.
+        clause = None if asks_if_ai(self.customer.text) else service.settings.first_clause_words
         return written_reply(
             service.llm.stream,
             messages,
             self._session.customer_name,
             service.catalog,
             service.metrics,
+            clause or None,
         )
 
     async def sentences(self) -> AsyncIterator[str]:
         """The reply's checked sentences, each as soon as it may be spoken."""
         service = self._service
         self.reading = reading = await self._reading
+        self.read_at = time.monotonic()
         self.state = apply(self._session.state, reading, self.customer.text)
         messages = self._messages(reading, self.state)
         if messages == self._guess:
@@ -320,11 +332,11 @@ class AgentTurn:
 
     def delivered(self, heard: str) -> None:
         """The customer has heard the reply up to `heard` (its text so far)."""
-        self.heard = heard
+        self.heard, self.reached = heard, True
 
     def interrupt(self, heard: str) -> None:
         """The customer spoke over the agent after hearing `heard`."""
-        self.heard, self.interrupted = heard, True
+        self.heard, self.interrupted, self.reached = heard, True, True
 
     async def close(self) -> None:
         await self._speculative.cancel()
@@ -343,9 +355,10 @@ class AgentTurn:
         if not ends and state.disposition:
             state = state.model_copy(update={"disposition": None})
         service = self._service
+        agent = [entry(Speaker.AGENT, said, interrupted=interrupted)] if said else []
         await service.store.append_turn(
             self._session.call_id,
-            [self.customer, entry(Speaker.AGENT, said, interrupted=interrupted)],
+            [self.customer, *agent],
             end_call=ends,
             state=state,
             do_not_call=self._session.phone_number
@@ -367,9 +380,10 @@ class AgentTurn:
 
 
 class _Prefetch:
-    """Runs an async iterator ahead in a task, so the speculative reply is written while
-    the line is being read: at most `limit` items (no reply uses more), then the source
-    is closed, which aborts its generation, as `cancel` does."""
+    """Runs a reply's sentences ahead in a task, so the speculative reply is written while
+    the line is being read: at most `limit` sentences (no reply uses more; a leading clause
+    is part of its sentence), then the source is closed, which aborts its generation, as
+    `cancel` does."""
 
     def __init__(self, source: AsyncIterator[str], limit: int):
         self._queue: asyncio.Queue = asyncio.Queue()
@@ -380,7 +394,7 @@ class _Prefetch:
             async with aclosing(source):
                 async for item in source:
                     await self._queue.put((item, None))
-                    limit -= 1
+                    limit -= item[-1] in ".!?"
                     if limit <= 0:
                         break
         except Exception as exc:  # handed to the consumer, raised there

@@ -166,3 +166,12 @@ def encode_wav(samples: np.ndarray, sample_rate: int) -> bytes:
         out.setframerate(sample_rate)
         out.writeframes(pcm.tobytes())
     return buffer.getvalue()
+
+
+def read_wav(data: bytes) -> tuple[np.ndarray, int]:
+    """The samples (float32 mono) and rate of a 16-bit PCM mono WAV, as `encode_wav` writes."""
+    with wave.open(io.BytesIO(data), "rb") as w:
+        if w.getsampwidth() != 2 or w.getnchannels() != 1:
+            raise AudioUnreadable("expected a 16-bit mono WAV")
+        frames = w.readframes(w.getnframes())
+        return np.frombuffer(frames, dtype="<i2").astype(np.float32) / 32768.0, w.getframerate()

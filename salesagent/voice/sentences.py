@@ -2,28 +2,43 @@
 
 A sentence is released once the next one has started (or the text is final), so "$12."
 waiting for its "5" is never cut, and sentencex's rules keep "Dr. Lee", "e.g.", "12.5" and
-URLs whole. `speech_chunks` then joins very short sentences ("Sure.") to the one after
-them, so speech never starts with a clipped word on its own.
+URLs whole. With `first_clause_words`, the reply's first piece may be a clause: once it
+holds that many words and a comma, semicolon or colon is followed by the next word, it is
+released alone, so speech starts before a long first sentence is written. `speech_chunks`
+then joins very short sentences ("Sure.") to the one after them, so speech never starts
+with a clipped word on its own.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 
 from sentencex import segment
 
+_CLAUSE_END = re.compile(r"[,;:]\s+(?=\S)")
+
 
 class SentenceSplitter:
-    def __init__(self, language: str = "en"):
+    def __init__(self, language: str = "en", first_clause_words: int | None = None):
         self._language = language
+        self._clause_words = first_clause_words
         self._done = 0  # characters of the text already released
 
     def feed(self, text: str, final: bool = False) -> list[str]:
         """The sentences of `text` (the whole reply so far) not released before."""
         pieces = list(segment(self._language, text[self._done :]))
         complete = pieces if final else pieces[:-1]
+        if not complete and not final and self._done == 0 and self._clause_words:
+            complete = self._first_clause(pieces[0] if pieces else "")
         self._done += sum(len(p) for p in complete)
         return [s for p in complete if (s := p.strip())]
+
+    def _first_clause(self, text: str) -> list[str]:
+        for match in _CLAUSE_END.finditer(text):
+            if len(text[: match.start()].split()) >= self._clause_words:
+                return [text[: match.end()]]
+        return []
 
 
 async def speech_chunks(sentences: AsyncIterator[str], min_chars: int = 20) -> AsyncIterator[str]:

@@ -1,0 +1,157 @@
+"""The streaming voice stages alone, in milliseconds: PCM frames, voice activity and turns
+(the real Silero VAD on real speech, silence and noise), and the paced playout."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+import soxr
+
+from salesagent.voice.audio import AudioError, read_wav
+from salesagent.voice.pcm import PcmInput, pcm16_at
+from salesagent.voice.playout import Playout, heard_part
+from salesagent.voice.realtime import _is_backchannel, _played
+from salesagent.voice.turns import TurnEvent, TurnSegmenter, TurnSettings
+from tests.speech import spoken_wav
+
+
+def speech_16k(text: str) -> np.ndarray:
+    samples, rate = read_wav(spoken_wav(text))
+    return soxr.resample(samples, rate, 16000).astype(np.float32)
+
+
+def segment(audio: np.ndarray, settings: TurnSettings | None = None, frame: int = 320):
+    segmenter = TurnSegmenter(settings or TurnSettings())
+    events = []
+    for i in range(0, len(audio), frame):
+        events += segmenter.push(audio[i : i + frame])
+    return events, segmenter
+
+
+def test_pcm_frames_are_checked_and_resampled():
+    frame = (np.sin(np.arange(480) / 5) * 8000).astype("<i2").tobytes()  # 10 ms at 48 kHz
+    pcm = PcmInput(48000)
+    out = np.concatenate([pcm.decode(frame) for _ in range(10)])
+    assert abs(len(out) - 1600) <= 160  # 100 ms at 16 kHz (the stream resampler lags a little)
+    with pytest.raises(AudioError, match="whole samples"):
+        pcm.decode(frame[:-1])
+    with pytest.raises(AudioError, match="WAV"):
+        PcmInput(16000).decode(spoken_wav("Hello there."))
+    with pytest.raises(AudioError, match="over"):
+        PcmInput(8000).decode(b"\0\0" * 9000)
+    with pytest.raises(AudioError, match="rate"):
+        PcmInput(44100)
+
+
+def test_pcm_out_is_pcm16_at_the_asked_rate():
+    samples = np.zeros(24000, np.float32)
+    assert len(pcm16_at(samples, 24000, 8000)) == 2 * 8000
+    assert len(pcm16_at(samples, 24000, 24000)) == 2 * 24000
+
+
+def test_a_spoken_line_is_one_turn_with_its_events_in_order():
+    line = speech_16k("Sure, I have a few minutes. What is it about?")
+    audio = np.concatenate([np.zeros(8000, np.float32), line, np.zeros(24000, np.float32)])
+    events, segmenter = segment(audio)
+    kinds = [e for e, _ in events]
+    assert kinds[0] is TurnEvent.SPEECH_STARTED and kinds[-1] is TurnEvent.TURN_ENDED
+    assert kinds.count(TurnEvent.TURN_ENDED) == 1  # the pause between sentences is no turn end
+    assert TurnEvent.PAUSED in kinds
+    speech_end = 0.5 + len(line) / 16000
+    assert abs(events[-1][1] - speech_end) < 0.35  # the end of turn is timed at the last voice
+    utterance = segmenter.utterance()
+    assert len(line) <= len(utterance) <= len(audio)
+
+
+def test_silence_and_noise_make_no_turn():
+    rng = np.random.default_rng(0)
+    for audio in (np.zeros(16000 * 3, np.float32), rng.normal(0, 0.05, 16000 * 3).astype("f4")):
+        events, segmenter = segment(audio)
+        assert events == [] and len(segmenter.utterance()) == 0
+
+
+def test_the_utterance_grows_until_taken():
+    line = speech_16k("I'm a teacher.")
+    gap = np.zeros(16000, np.float32)
+    _, segmenter = segment(np.concatenate([line, gap, line, gap]))
+    both = len(segmenter.utterance())
+    assert both >= 2 * len(line)
+    segmenter.take()
+    assert len(segmenter.utterance()) == 0
+
+
+def test_backchannels_and_playback_acks_are_recognized():
+    words = TurnSettings().backchannels
+    assert _is_backchannel("Uh-huh.", words) and _is_backchannel("Okay, okay.", words)
+    assert _is_backchannel("", words)
+    assert not _is_backchannel("Wait, how much is it?", words)
+    assert _played('{"type": "played", "id": 3, "ms": 420}') == (3, 420.0)
+    assert _played('{"type": "played", "id": "x"}') is None and _played("nope") is None
+
+
+class FakeClock:
+    """Time that moves only when someone sleeps (or the test moves it)."""
+
+    def __init__(self):
+        self.now = 100.0
+        self.frozen = False
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        if not self.frozen:
+            self.now += seconds
+        await asyncio.sleep(0)
+
+
+async def _playout(clock, lead_s=0.3):
+    sent: list[bytes] = []
+    announced: list[dict] = []
+
+    async def send_bytes(data):
+        sent.append(data)
+
+    async def send_json(data):
+        announced.append(data)
+
+    playout = Playout(send_bytes, send_json, 8000, 40, lead_s, clock=clock, sleep=clock.sleep)
+    return playout, sent, announced
+
+
+def test_audio_is_paced_no_more_than_the_lead_ahead_and_heard_follows_the_clock():
+    async def run():
+        clock = FakeClock()
+        clock.frozen = True
+        playout, sent, announced = await _playout(clock)
+        pcm = b"\0\0" * 8000  # one second
+        task = asyncio.ensure_future(playout.play(1, "one two three four", pcm))
+        for _ in range(50):
+            await asyncio.sleep(0)
+        # Time stands still: only the lead (0.3 s, in 40 ms chunks) went out.
+        assert len(b"".join(sent)) == 8 * 640
+        assert announced[0]["type"] == "agent_sentence" and announced[0]["samples"] == 8000
+        clock.now += 0.25
+        assert playout.heard() == heard_part("one two three four", 0.25) == "one"
+        heard = playout.stop()
+        await task
+        assert heard == "one" and not playout.speaking
+        return len(b"".join(sent))
+
+    assert asyncio.run(run()) < 16000  # the rest of the sentence was never sent
+
+
+def test_acknowledgements_decide_what_was_heard():
+    async def run():
+        clock = FakeClock()
+        playout, _, _ = await _playout(clock, lead_s=5)
+        await playout.play(1, "alpha beta", b"\0\0" * 8000)
+        await playout.play(2, "gamma delta", b"\0\0" * 8000)
+        clock.now += 1.5  # by the clock: all of 1, half of 2
+        assert playout.heard() == "alpha beta gamma"
+        playout.acknowledge(1, 500)  # the client is behind: half of 1 played
+        assert playout.heard() == "alpha"
+
+    asyncio.run(run())
