@@ -61,6 +61,7 @@ class _Reply:
         self.speaking = False  # its first audio has gone out
         self.task: asyncio.Task | None = None
         self.marks: dict[str, float] = {"start": time.monotonic()}  # the turn's timeline
+        self.end_of_turn_wait_s: float | None = None
 
     def mark(self, name: str) -> None:
         self.marks.setdefault(name, time.monotonic())
@@ -220,11 +221,11 @@ class RealtimeVoiceChat:
                 return
             self._barge = None
             self._speech_end_at = self._wall(at)
-            self.service.metrics.observe(
-                "salesagent_end_of_turn_wait_seconds", time.monotonic() - self._speech_end_at
-            )
+            wait_s = time.monotonic() - self._speech_end_at
+            self.service.metrics.observe("salesagent_end_of_turn_wait_seconds", wait_s)
             if not self._reply:
                 self._start_reply()
+            self._reply.end_of_turn_wait_s = round(wait_s, 3)
             self._reply.confirmed.set()
 
     def _only_over_agent(self) -> bool:
@@ -341,6 +342,7 @@ class RealtimeVoiceChat:
                 "should_end_call": result.should_end_call,
                 "reply": result.reply,
                 "timeline": reply.timeline(),
+                "end_of_turn_wait_s": reply.end_of_turn_wait_s,
             }
         )
         if result.should_end_call:

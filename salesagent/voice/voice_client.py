@@ -3,6 +3,13 @@
     python -m salesagent.voice.voice_client --name "John Doe" --say "Sure, what is it about?" \
         --say "How much is it?" --out replies/
     python -m salesagent.voice.voice_client --call-id <id> --wav question1.wav --wav question2.wav
+    python -m salesagent.voice.voice_client --stream --say "Sure, what is it about?" \
+        --say "How much is it?" --say "Wait, are there evening classes?" --interrupt-after 1.0
+
+With --stream it uses the streaming mode: each line is streamed as PCM in real time, with
+silence between turns, and the agent's sentences are played on a simulated speaker; with
+--interrupt-after S, the last line is spoken S seconds into the reply to the one before
+it (a barge-in). It saves what it heard of each reply as a WAV file.
 
 Against a service that requires API keys, pass --api-key (or set SALES_API_KEY).
 
@@ -23,7 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import numpy as np
+import soxr
 from websockets.asyncio.client import connect
+
+from salesagent.voice.audio import decode_audio, encode_wav
+from salesagent.voice.stream_client import stream_call
 
 API = "/api/v1/sales"
 
@@ -147,6 +159,11 @@ def main() -> None:
     parser.add_argument("--say", action="append", default=[], help="a turn's text, spoken by TTS")
     parser.add_argument("--out", type=Path, default=Path("voice-replies"))
     parser.add_argument("--api-key", default=os.environ.get("SALES_API_KEY"))
+    parser.add_argument("--stream", action="store_true", help="use the streaming mode")
+    parser.add_argument("--rate", type=int, default=16000, help="streaming: input sample rate")
+    parser.add_argument(
+        "--interrupt-after", type=float, help="streaming: barge in with the last line after S s"
+    )
     args = parser.parse_args()
     if not args.wav and not args.say:
         parser.error("give at least one --wav or --say")
@@ -154,9 +171,56 @@ def main() -> None:
     clips = [path.read_bytes() for path in args.wav] + _speak(args.say)
     call_id = args.call_id or start_call(args.url, args.name, args.phone, args.api_key)
     print(f"call {call_id}")
-    conversation = asyncio.run(converse(args.url, call_id, clips, api_key=args.api_key))
-
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.stream:
+        _stream(args, call_id, clips, [str(p) for p in args.wav] + args.say)
+    else:
+        _contract(args, call_id, clips)
+    _print_history(args, call_id)
+
+
+def _stream(args: argparse.Namespace, call_id: str, clips: list[bytes], said: list[str]) -> None:
+    lines = []
+    for text, clip in zip(said, clips, strict=True):
+        samples = decode_audio(clip, max_bytes=len(clip) + 1, max_seconds=120).samples
+        if args.rate != 16000:
+            samples = soxr.resample(samples, 16000, args.rate)
+        lines.append((text, samples))
+    interrupt_turn = len(lines) - 1 if args.interrupt_after is not None else 1
+    call = asyncio.run(
+        stream_call(
+            args.url,
+            call_id,
+            lines,
+            rate=args.rate,
+            interrupt_after=args.interrupt_after,
+            interrupt_turn=interrupt_turn,
+            api_key=args.api_key,
+        )
+    )
+
+    def save(name: str, pcm: bytes) -> None:
+        samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768
+        (args.out / name).write_bytes(encode_wav(samples, call.output_rate))
+
+    save("agent-00.wav", bytes(call.greeting))
+    for n, turn in enumerate(call.turns, start=1):
+        save(f"agent-{n:02d}.wav", bytes(turn.audio))
+        timing = f" [first audio {turn.first_audio_s:.2f} s]" if turn.first_audio_s else ""
+        print(f"turn {n}: heard {turn.transcript or '(not understood)'!r}{timing}")
+        for sentence in turn.sentences:
+            print(f"  agent: {sentence}")
+        if turn.interrupted:
+            stop = (
+                f", audio stopped {turn.stop_s:.2f} s after the first word" if turn.stop_s else ""
+            )
+            print(f"  (interrupted after {turn.heard!r}{stop})")
+        for error in turn.errors:
+            print(f"  error: {error}")
+
+
+def _contract(args: argparse.Namespace, call_id: str, clips: list[bytes]) -> None:
+    conversation = asyncio.run(converse(args.url, call_id, clips, api_key=args.api_key))
     audio = [conversation.greeting_audio] + [t.agent_audio for t in conversation.turns]
     for n, wav in enumerate(audio):
         if wav:
@@ -167,13 +231,17 @@ def main() -> None:
         print(f"turn {n}: heard {heard!r}{timing}")
         for error in turn.errors:
             print(f"  error: {error}")
-    # The words behind the agent's audio are in the call's history.
+
+
+def _print_history(args: argparse.Namespace, call_id: str) -> None:
+    """The words behind the agent's audio are in the call's history."""
     history = httpx.get(
         f"{args.url}{API}/conversation/{call_id}", headers=_key_header(args.api_key), timeout=30
     ).json()
     print("\nconversation:")
     for line in history["history"]:
-        print(f"  {line['speaker']:8s} {line['text']}")
+        cut = " (interrupted)" if line.get("interrupted") else ""
+        print(f"  {line['speaker']:8s} {line['text']}{cut}")
     print(f"call {'active' if history['is_active'] else 'ended'}; agent audio in {args.out}/")
 
 
