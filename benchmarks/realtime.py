@@ -100,6 +100,7 @@ async def run(args: argparse.Namespace) -> dict:
     clips = {line: speak(voice, line) for line in LINES}
     interruption = speak(voice, INTERRUPTION)
     contract, streaming, eot, barge, timelines = [], [], [], [], []
+    rewritten = 0
     for n in range(args.calls):
         call_id = start_call(args.url, f"Lead {n}", "555-010-0100")
         conversation = await converse(args.url, call_id, [wav for wav, _ in clips.values()])
@@ -113,6 +114,7 @@ async def run(args: argparse.Namespace) -> dict:
         streaming += [t.first_audio_s for t in call.turns if t.first_audio_s]
         eot += [t.end_of_turn_wait_s for t in call.turns if t.end_of_turn_wait_s is not None]
         timelines += [t.timeline for t in call.turns if t.timeline]
+        rewritten += sum(t.rewritten for t in call.turns)
         print(
             f"call {n + 1}: stream   {[round(t.first_audio_s or 0, 2) for t in call.turns]}",
             flush=True,
@@ -145,6 +147,7 @@ async def run(args: argparse.Namespace) -> dict:
         "stream_to_floor_ratio": round(stream_p50 / floor_p50, 2)
         if stream_p50 and floor_p50
         else None,
+        "stream_replies_rewritten": rewritten,
         "barge_in_stop_s": summarize(barge),
         "barge_in_past_min_speech_s": summarize([b - min_speech for b in barge]),
         "interrupt_min_speech_s": min_speech,

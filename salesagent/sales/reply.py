@@ -75,6 +75,11 @@ async def grounded(
             return
 
 
+def ends_sentence(piece: str) -> bool:
+    """Whether a piece ends a sentence (a leading clause does not)."""
+    return piece.rstrip("\"')]\u201d\u2019")[-1:] in (".", "!", "?")
+
+
 def _problem(sentence: str, catalog: Catalog) -> str | None:
     if is_refusal(sentence):
         return "refusal"
@@ -102,7 +107,7 @@ async def with_policy(
             if last and question and not asked and "?" not in sentence:
                 sentence = question
             asked = asked or "?" in sentence
-            count += sentence[-1] in ".!?"
+            count += ends_sentence(sentence)
             yield sentence
             if count >= limit:
                 return  # closing the chain stops the generation

@@ -39,7 +39,7 @@ from salesagent.sales.conversation import (
     reading_requests,
     reply_messages,
 )
-from salesagent.sales.reply import with_policy, written_reply
+from salesagent.sales.reply import ends_sentence, with_policy, written_reply
 from salesagent.voice.audio import decode_audio
 from salesagent.voice.stt import Transcript
 
@@ -264,6 +264,7 @@ class AgentTurn:
         self.state: CallState | None = None
         self.result: Turn | None = None
         self.read_at: float | None = None  # when the line reading came in (monotonic)
+        self.rewritten = False  # the reading changed the reply's instructions
         self._reading = asyncio.ensure_future(service._read(self.history))
         guess = LineReading(intent=CustomerIntent.CONTINUE)
         self._guess = self._messages(guess, apply(session.state, guess, message))
@@ -309,6 +310,7 @@ class AgentTurn:
             written = self._speculative.items()
         else:
             service.metrics.inc("salesagent_reply_restarts_total")
+            self.rewritten = True
             await self._speculative.cancel()
             written = self._written(messages)
         ends = reading.intent.ends_call
@@ -394,7 +396,7 @@ class _Prefetch:
             async with aclosing(source):
                 async for item in source:
                     await self._queue.put((item, None))
-                    limit -= item[-1] in ".!?"
+                    limit -= ends_sentence(item)
                     if limit <= 0:
                         break
         except Exception as exc:  # handed to the consumer, raised there

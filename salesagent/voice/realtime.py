@@ -97,6 +97,7 @@ class RealtimeVoiceChat:
         self._reply: _Reply | None = None
         self._greeting: asyncio.Task | None = None
         self._barge: dict | None = None  # speech that began while the agent was talking
+        self._judging: asyncio.Task | None = None  # the words of that speech, being heard
         self._clock = (time.monotonic(), 0.0)  # (wall, stream seconds) at the last frame
         self._speech_end_at = 0.0
         self._over = asyncio.Event()  # the call or the connection is finished
@@ -123,8 +124,9 @@ class RealtimeVoiceChat:
             await refuse(self.socket, str(exc))
         finally:
             await self._cancel_reply(interrupted=True)  # a vanished client: keep what it heard
-            if self._greeting:
-                self._greeting.cancel()
+            for task in (self._greeting, self._judging):
+                if task:
+                    task.cancel()
 
     async def _listen(self) -> None:
         receiving = asyncio.ensure_future(self.socket.receive())
@@ -246,9 +248,15 @@ class RealtimeVoiceChat:
         self._playout.hold()  # stop at once; the words decide whether to go on
         barge["checking"] = True
         barge["checked_s"] = speech_s
-        asyncio.ensure_future(self._judge_barge_in(barge, self._segmenter.utterance()))
+        self._judging = asyncio.ensure_future(
+            self._judge_barge_in(barge, self._segmenter.utterance())
+        )
 
     async def _judge_barge_in(self, barge: dict, audio) -> None:
+        with suppress(ClientGone):
+            await self._judge(barge, audio)
+
+    async def _judge(self, barge: dict, audio) -> None:
         try:
             text = await self.service.transcribe(self.call_id, audio)
         except (NoSpeech, STTFailed, STTUnavailable, LLMUnavailable, CallNotFound):
@@ -309,6 +317,7 @@ class RealtimeVoiceChat:
             return
         except (STTFailed, STTUnavailable, LLMUnavailable) as exc:
             await reply.confirmed.wait()
+            self._segmenter.take()  # the customer is told; their next words start afresh
             await self._error(str(exc))
             self._finish(reply)
             return
@@ -321,6 +330,7 @@ class RealtimeVoiceChat:
                 await self._send_json({"type": "user_text", "text": text})
                 await self._speak(turn.sentences(), reply)
         except LLMUnavailable as exc:
+            self._segmenter.take()
             await self._error(str(exc))
             self._finish(reply)
             return
@@ -343,6 +353,7 @@ class RealtimeVoiceChat:
                 "reply": result.reply,
                 "timeline": reply.timeline(),
                 "end_of_turn_wait_s": reply.end_of_turn_wait_s,
+                "rewritten": turn.rewritten,
             }
         )
         if result.should_end_call:

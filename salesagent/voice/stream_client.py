@@ -39,6 +39,7 @@ class StreamTurn:
     done: bool = False
     timeline: dict[str, float] = field(default_factory=dict)  # the server's, from turn_done
     end_of_turn_wait_s: float | None = None  # the server's: end of speech -> end of turn
+    rewritten: bool = False  # the server wrote the reply again after reading the line
     audio_at: float | None = None  # when its first agent audio came (time.monotonic)
     sentence_at: list[float] = field(default_factory=list)  # when each sentence was announced
 
@@ -179,6 +180,7 @@ async def stream_call(
                 elif kind == "turn_done" and turn is not None:
                     turn.done, turn.timeline = True, data.get("timeline", {})
                     turn.end_of_turn_wait_s = data.get("end_of_turn_wait_s")
+                    turn.rewritten = bool(data.get("rewritten"))
                     turn_over.set()
                 elif kind == "error":
                     if turn is not None:
