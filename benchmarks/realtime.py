@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import time
 
 import numpy as np
@@ -57,12 +58,22 @@ def speak(voice: HibariTTS, text: str) -> tuple[bytes, np.ndarray]:
 
 async def stage_floor(ray_address: str, clips: dict[str, np.ndarray], app: str) -> dict:
     """Each stage alone, one request at a time, through the running deployments."""
+    # As in serve_local.sh: the driver stays on 127.0.0.1 too (Ray would otherwise swap in
+    # the machine's address).
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
     from ray import serve
 
-    ray.init(address=ray_address, logging_level="ERROR", log_to_driver=False)
+    ray.init(
+        address=ray_address,
+        _node_ip_address="127.0.0.1",
+        logging_level="ERROR",
+        log_to_driver=False,
+    )
+    from deployments.clients import ServeLLMClient
+
     stt = serve.get_deployment_handle("STTDeployment", app_name=app)
-    llm = serve.get_deployment_handle("LLMDeployment", app_name=app)
+    llm = ServeLLMClient(serve.get_deployment_handle("LLMDeployment", app_name=app), 120, 10)
     tts = serve.get_deployment_handle("TTSDeployment", app_name=app)
     catalog = load_catalog()
     times: dict[str, list[float]] = {"stt": [], "first_sentence": [], "tts": [], "floor": []}
@@ -80,8 +91,7 @@ async def stage_floor(ray_address: str, clips: dict[str, np.ndarray], app: str) 
                 catalog, "Ann Lee", history, CustomerIntent.CONTINUE, 16, CallState()
             )
             started = time.perf_counter()
-            stream = llm.options(stream=True).stream.remote(messages, None)
-            sentences = model_sentences(stream, "Ann Lee")
+            sentences = model_sentences(llm.stream(messages), "Ann Lee")
             sentence = await anext(sentences)
             await sentences.aclose()  # stops the generation
             first_s = time.perf_counter() - started
@@ -111,7 +121,7 @@ async def run(args: argparse.Namespace) -> dict:
         call_id = start_call(args.url, f"Lead {n}", "555-010-0100")
         lines = [(line, samples) for line, (_, samples) in clips.items()]
         call = await stream_call(args.url, call_id, lines, pause_s=0.5)
-        streaming += [t.first_audio_s for t in call.turns if t.first_audio_s]
+        streaming += [float(t.first_audio_s) for t in call.turns if t.first_audio_s]
         eot += [t.end_of_turn_wait_s for t in call.turns if t.end_of_turn_wait_s is not None]
         timelines += [t.timeline for t in call.turns if t.timeline]
         rewritten += sum(t.rewritten for t in call.turns)

@@ -85,7 +85,7 @@ class ConversationSettings(BaseModel):
     max_reply_sentences: int = 2
     # Speech may start with the first sentence's leading clause once it has this many
     # words (0: whole sentences only).
-    first_clause_words: int = 6
+    first_clause_words: int = 5
 
 
 class AudioSettings(BaseModel):

@@ -25,6 +25,7 @@ from salesagent.sales.call_state import (
     CallState,
     Disposition,
     LineReading,
+    Slot,
     apply,
     disposition_for,
     next_question,
@@ -267,16 +268,19 @@ class AgentTurn:
         self.rewritten = False  # the reading changed the reply's instructions
         self._reading = asyncio.ensure_future(service._read(self.history))
         guess = LineReading(intent=CustomerIntent.CONTINUE)
-        self._guess = self._messages(guess, apply(session.state, guess, message))
+        self._guess = self._messages(guess)
         self._speculative = _Prefetch(
             self._written(self._guess), service.settings.max_reply_sentences
         )
 
-    def _messages(self, reading: LineReading, state: CallState) -> list[Message]:
-        """The reply prompt. Facts known before this line (the line itself is in the
-        history), so a line that only gives a fact keeps the speculative reply."""
+    def _messages(self, reading: LineReading) -> list[Message]:
+        """The reply prompt, from the state as the line leaves it but for a fact it gives:
+        the line itself is in the history, and leaving the fact out of the instructions
+        (facts and stage) keeps the speculative reply whenever the line only gives a fact.
+        The stored state has the fact; the next reply's instructions use it."""
         settings = self._service.settings
-        prompt_state = state.model_copy(update={"qualification": self._session.state.qualification})
+        without_fact = reading.model_copy(update={"slot": Slot.NONE})
+        prompt_state = apply(self._session.state, without_fact, self.customer.text)
         return reply_messages(
             self._service.catalog,
             self._session.customer_name,
@@ -305,7 +309,7 @@ class AgentTurn:
         self.reading = reading = await self._reading
         self.read_at = time.monotonic()
         self.state = apply(self._session.state, reading, self.customer.text)
-        messages = self._messages(reading, self.state)
+        messages = self._messages(reading)
         if messages == self._guess:
             written = self._speculative.items()
         else:
