@@ -16,6 +16,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from salesagent.voice.audio import read_wav
+from salesagent.voice.pcm import pcm16 as pcm
 from salesagent.voice.stream_client import stream_call
 from tests.conftest import API, wait_until
 from tests.speech import spoken_wav, word_error_rate
@@ -29,8 +30,18 @@ def speech(text: str, rate: int = 16000) -> tuple[str, np.ndarray]:
     return text, soxr.resample(samples, source_rate, rate).astype(np.float32)
 
 
-def pcm(samples: np.ndarray) -> bytes:
-    return (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+def listen(ws, done, timeout_s: float) -> None:
+    """Receive while the microphone keeps streaming silence, until `done(message)` (a
+    decoded JSON dict, or audio bytes) is true or the time is up."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        ws.send(pcm(np.zeros(320, np.float32)))
+        try:
+            message = ws.recv(timeout=0.02)
+        except TimeoutError:
+            continue
+        if done(message if isinstance(message, bytes) else json.loads(message)):
+            return
 
 
 def new_call(base: str) -> str:
@@ -124,15 +135,13 @@ def test_a_backchannel_does_not_interrupt_the_agent(tiny_app):
         stream_frames(ws, np.zeros(32000, np.float32))  # two seconds into the greeting
         stream_frames(ws, speech("Uh-huh.")[1])
         kinds = []
-        deadline = time.monotonic() + 25
-        while time.monotonic() < deadline and kinds.count("agent_sentence") < 3:
-            ws.send(pcm(np.zeros(320, np.float32)))
-            try:
-                message = ws.recv(timeout=0.02)
-            except TimeoutError:
-                continue
-            if isinstance(message, str):
-                kinds.append(json.loads(message)["type"])
+
+        def greeting_spoken(message) -> bool:
+            if isinstance(message, dict):
+                kinds.append(message["type"])
+            return kinds.count("agent_sentence") == 3
+
+        listen(ws, greeting_spoken, 25)
         assert "speech_started" in kinds  # it was heard...
         assert "interrupted" not in kinds and "user_text" not in kinds  # ...and let go
         assert kinds.count("agent_sentence") == 3  # the whole greeting was spoken
@@ -194,18 +203,16 @@ def test_a_client_that_vanishes_mid_reply_leaves_the_history_whole(tiny_app):
     ws = connect(stream_url(tiny_app, call_id), max_size=None)
     assert json.loads(ws.recv(timeout=30))["type"] == "ready"
     stream_frames(ws, speech(QUESTION)[1])
-    deadline = time.monotonic() + 60
-    answered = reply_audio = False
-    while time.monotonic() < deadline and not reply_audio:  # until the reply's audio flows
-        ws.send(pcm(np.zeros(320, np.float32)))
-        try:
-            message = ws.recv(timeout=0.02)
-        except TimeoutError:
-            continue
-        if isinstance(message, str):
-            answered = answered or json.loads(message)["type"] == "user_text"
-        reply_audio = answered and isinstance(message, bytes)
-    assert reply_audio
+    seen = {"answered": False, "reply_audio": False}
+
+    def reply_audio(message) -> bool:  # the reply's audio flows
+        if isinstance(message, dict):
+            seen["answered"] |= message["type"] == "user_text"
+        seen["reply_audio"] = seen["answered"] and isinstance(message, bytes)
+        return seen["reply_audio"]
+
+    listen(ws, reply_audio, 60)
+    assert seen["reply_audio"]
     ws.socket.close()  # gone mid-reply, without a close handshake
 
     def stored():

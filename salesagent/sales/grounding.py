@@ -1,7 +1,7 @@
 """Grounding: every price, duration and discount the agent states must be in the catalog.
 
 A small model invents numbers; this check finds them in a reply so the service can
-regenerate it, or drop the sentence that carries them.
+write it again, or drop the sentence that carries them (`sales/reply.py`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ _NUMBER = r"(\d+(?:\.\d+)?|" + "|".join(_NUMBER_WORDS) + r")"
 _PRICE = re.compile(r"\$\s?(\d[\d,]*(?:\.\d{1,2})?)|(\d[\d,]*)\s?(?:dollars|usd)\b", re.I)
 _DURATION = re.compile(_NUMBER + r"[\s-](week|month)s?\b", re.I)
 _PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s?(?:%|percent)", re.I)
-_SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
 def _number(text: str) -> float:
@@ -62,9 +61,3 @@ def unsupported_facts(text: str, catalog: Catalog) -> list[str]:
         if round(float(match.group(1))) not in allowed["percent"]:
             found.append(match.group(0))
     return found
-
-
-def drop_unsupported(text: str, catalog: Catalog) -> str:
-    """`text` without the sentences that state an unsupported fact."""
-    kept = [s for s in _SENTENCE.split(text) if s and not unsupported_facts(s, catalog)]
-    return " ".join(kept)

@@ -59,8 +59,13 @@ class PcmInput:
         return self._resampler.resample_chunk(samples)
 
 
+def pcm16(samples: np.ndarray) -> bytes:
+    """Float32 mono samples in [-1, 1] as PCM16 little-endian (louder ones are clipped)."""
+    return (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+
+
 def pcm16_at(samples: np.ndarray, from_rate: int, to_rate: int) -> bytes:
     """Float32 mono samples as PCM16 little-endian at `to_rate`."""
     if from_rate != to_rate and len(samples):
         samples = soxr.resample(samples, from_rate, to_rate)
-    return (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+    return pcm16(samples)

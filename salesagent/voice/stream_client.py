@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from websockets.asyncio.client import connect
 
+from salesagent.voice.pcm import pcm16
+
 FRAME_S = 0.02
 _SPEECH_LEVEL = 0.02  # a sample this loud counts as speech when timing a clip
 
@@ -132,7 +134,7 @@ async def stream_call(
                     pending = mic.get_nowait()
                 chunk = pending[:frame] if len(pending) else np.zeros(frame, np.float32)
                 pending = pending[frame:]
-                await ws.send((np.clip(chunk, -1, 1) * 32767).astype("<i2").tobytes())
+                await ws.send(pcm16(chunk))
                 next_at += FRAME_S
                 await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
