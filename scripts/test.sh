@@ -4,7 +4,7 @@
 # Extra arguments go to pytest (e.g. scripts/test.sh tests/test_api.py -x).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --tests
 export RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 PYTHONDONTWRITEBYTECODE=1
 pytest_cmd=(.venv/bin/python -m pytest -p no:cacheprovider -W ignore::DeprecationWarning "$@")
 if [ "$(id -u)" -eq 0 ] && unshare -n true 2>/dev/null; then

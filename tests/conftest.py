@@ -181,6 +181,21 @@ def tiny_app(serve_instance, redis_server, tiny_model_dir) -> str:
     return deploy("tiny", "/", tiny_args(tiny_model_dir, redis_server.url), serve_instance)
 
 
+JSON_LIMIT = 2048  # the secured app's body limit
+
+
+@pytest.fixture(scope="module")
+def secured_app(serve_instance, redis_server, tiny_model_dir, tiny_app) -> Iterator[str]:
+    """The graph with API keys on (sharing the tiny app's LLM replica), at /secured."""
+    from ray import serve
+
+    args = tiny_args(tiny_model_dir, redis_server.url)
+    args["auth"] = {"enabled": True, "requests_per_minute": 600}
+    args["limits"] = {"max_turns_per_call": 0, "max_json_body_bytes": JSON_LIMIT}
+    yield deploy_graph("secured", serve_instance, args)
+    serve.delete("secured")
+
+
 @pytest.fixture()
 def client(tiny_app) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=tiny_app, timeout=60) as c:

@@ -150,3 +150,27 @@ def test_openapi_schema_lists_the_contract(client):
     paths = client.get("/openapi.json").json()["paths"]
     for path in ["/start-call", "/respond/{call_id}", "/conversation/{call_id}", "/health"]:
         assert f"{API}{path}" in paths
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=101", "offset=-1", "limit=ten"])
+def test_calls_list_rejects_bad_paging_with_400(client, query):
+    r = client.get(f"{API}/calls?{query}")
+    assert r.status_code == 400 and "Invalid request" in r.json()["detail"]
+
+
+def test_calls_list_summarizes_each_call_as_its_conversation_says(client, tiny_app):
+    call_id = client.post(
+        f"{API}/start-call", json={"phone_number": "555-010-0199", "customer_name": "Lee Page"}
+    ).json()["call_id"]
+    r = client.post(f"{API}/respond/{call_id}", json={"message": "No thanks, goodbye."})
+    if not r.json()["should_end_call"]:  # the random tiny model's labels: the client ends it
+        with connect(tiny_app.replace("http", "ws") + f"/ws/voice-chat/{call_id}") as ws:
+            ws.recv(timeout=30)
+            ws.send(json.dumps({"type": "control", "command": "end_call"}))
+            assert json.loads(ws.recv(timeout=10))["message"] == "Call ended by client."
+    convo = client.get(f"{API}/conversation/{call_id}").json()
+    listed = {c["call_id"]: c for c in client.get(f"{API}/calls?limit=100").json()["calls"]}
+    row = listed[call_id]
+    assert row["turns"] == 1 and not row["is_active"] and row["end_time"] == convo["end_time"]
+    assert row["disposition"] == convo["state"]["disposition"] and row["duration_s"] >= 0
+    assert (row["customer_name"], row["stage"]) == ("Lee Page", convo["state"]["stage"])

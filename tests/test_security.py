@@ -10,24 +10,13 @@ import time
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from ray import serve
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from salesagent.platform.auth import KEYS_HASH, hash_key
-from tests.conftest import API, away_from_a_minute_boundary, deploy_graph, make_key, tiny_args
+from tests.conftest import API, JSON_LIMIT, away_from_a_minute_boundary, make_key
 
 START = {"phone_number": "+1 555 010 0100", "customer_name": "Ann Lee"}
-JSON_LIMIT = 2048
-
-
-@pytest.fixture(scope="module")
-def secured_app(serve_instance, redis_server, tiny_model_dir, tiny_app):
-    args = tiny_args(tiny_model_dir, redis_server.url)
-    args["auth"] = {"enabled": True, "requests_per_minute": 600}
-    args["limits"] = {"max_turns_per_call": 0, "max_json_body_bytes": JSON_LIMIT}
-    yield deploy_graph("secured", serve_instance, args)
-    serve.delete("secured")
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +69,7 @@ def test_every_route_needs_a_valid_key(secured_app, keys, headers):
         ("POST", f"/respond-audio/{call_id}", {"files": {"audio_file": ("a.wav", b"RIFF")}}),
         ("GET", f"/conversation/{call_id}", {}),
         ("GET", "/conversation/not-a-uuid", {}),
+        ("GET", "/calls", {}),
     ]:
         r = httpx.request(method, f"{secured_app}{API}{path}", headers=headers, **kwargs)
         assert r.status_code == 401, (path, r.text)
@@ -109,6 +99,27 @@ def test_a_key_sees_only_its_own_calls(secured_app, keys):
         assert r.status_code == 404 and "not found" in r.json()["detail"]
     history = httpx.get(f"{secured_app}{API}/conversation/{call_id}", headers=bearer).json()
     assert len(history["history"]) == 1 and "owner" not in history
+
+
+def test_the_calls_list_is_per_key(secured_app, redis_server):
+    mine, other = make_key(redis_server.url, "list-a"), make_key(redis_server.url, "list-b")
+    started = [start(secured_app, mine) for _ in range(3)]
+    theirs = start(secured_app, other)
+
+    def page(key: str, **params) -> dict:
+        r = httpx.get(f"{secured_app}{API}/calls", params=params, headers={"X-API-Key": key})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    first = page(mine, limit=2)
+    assert first["total"] == 3 and first["next_offset"] == 2
+    assert [c["call_id"] for c in first["calls"]] == started[:0:-1]  # newest first
+    last = page(mine, limit=2, offset=2)
+    assert [c["call_id"] for c in last["calls"]] == started[:1] and last["next_offset"] is None
+    assert [c["call_id"] for c in page(other)["calls"]] == [theirs]
+    row = first["calls"][0]
+    assert row["customer_name"] == "Ann Lee" and row["is_active"] and row["turns"] == 0
+    assert row["stage"] == "introduction" and row["disposition"] is None
 
 
 def test_rate_limit_per_key_answers_429_with_retry_after(secured_app, redis_server, keys):

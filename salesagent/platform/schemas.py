@@ -12,6 +12,7 @@ from pydantic import AfterValidator, BaseModel, StringConstraints
 
 from salesagent.platform.health import ServiceHealth
 from salesagent.platform.phone import normalize_phone
+from salesagent.platform.sessions import CallSummary
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -69,3 +70,13 @@ class HealthResponse(BaseModel):
 
 class ErrorResponse(BaseModel):
     detail: str
+
+
+class CallList(BaseModel):
+    """GET /calls: the caller's calls, newest first, one page."""
+
+    calls: list[CallSummary]
+    total: int
+    limit: int
+    offset: int
+    next_offset: int | None  # None on the last page

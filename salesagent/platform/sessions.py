@@ -56,6 +56,21 @@ class CallSession(BaseModel):
     owner: str = Field(default="", exclude=True)
 
 
+class CallSummary(BaseModel):
+    """One line of the calls list: who, when, how long, and how it ended."""
+
+    call_id: str
+    customer_name: str
+    phone_number: str
+    is_active: bool
+    start_time: str
+    end_time: str | None
+    duration_s: float  # to the end, or to now for an active call
+    turns: int  # customer lines
+    stage: str
+    disposition: str | None
+
+
 class CallNotFound(Exception):
     """No such call, or (for writes) the call has already ended."""
 
@@ -87,6 +102,9 @@ def entry(speaker: Speaker, text: str, interrupted: bool = False) -> HistoryEntr
 
 
 ACTIVE_KEY = "sales:active"  # sorted set: active call ids scored by their last activity
+# Sorted set per API key id ("" without auth): its calls scored by start time, newest last.
+# Entries outlive their call's keys (which expire); listing drops those it finds gone.
+CALLS_BY_OWNER_PREFIX = "sales:calls-of:"
 DO_NOT_CALL_KEY = "sales:do-not-call"  # set of normalized phone numbers
 
 # Compare-and-renew / compare-and-delete of a WebSocket's claim on its call.
@@ -97,6 +115,20 @@ return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 _RELEASE_CLAIM = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 return redis.call('DEL', KEYS[1])
+"""
+
+# KEYS: call hash, history list. ARGV: index, heard text. The agent entry at the index, cut
+# to what was heard and marked interrupted, if the call is active. Returns 1 when cut.
+_CUT_AGENT_ENTRY = """
+if redis.call('HGET', KEYS[1], 'is_active') ~= '1' then return 0 end
+local raw = redis.call('LINDEX', KEYS[2], ARGV[1])
+if not raw then return 0 end
+local item = cjson.decode(raw)
+if item.speaker ~= 'agent' then return 0 end
+item.text = ARGV[2]
+item.interrupted = true
+redis.call('LSET', KEYS[2], ARGV[1], cjson.encode(item))
+return 1
 """
 
 # KEYS: call hash, history list, active set, do-not-call set.
@@ -141,6 +173,7 @@ class SessionStore:
         self._append_turn = self._redis.register_script(_APPEND_TURN)
         self._renew_claim = self._redis.register_script(_RENEW_CLAIM)
         self._release_claim = self._redis.register_script(_RELEASE_CLAIM)
+        self._cut_agent_entry = self._redis.register_script(_CUT_AGENT_ENTRY)
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -191,6 +224,9 @@ class SessionStore:
             pipe.expire(call_key, ttl)
             pipe.expire(history_key, ttl)
             pipe.zadd(ACTIVE_KEY, {call_id: time.time()})
+            calls_of = CALLS_BY_OWNER_PREFIX + session.owner
+            pipe.zadd(calls_of, {call_id: time.time()})
+            pipe.expire(calls_of, self._settings.ended_call_ttl_s + ttl)  # the newest's life
             await pipe.execute()
 
     async def get(self, call_id: str) -> CallSession:
@@ -210,11 +246,31 @@ class SessionStore:
             is_active=fields["is_active"] == "1",
             start_time=fields["start_time"],
             end_time=fields["end_time"] or None,
-            state=CallState.model_validate_json(fields["state"])
-            if "state" in fields
-            else CallState(),
+            state=_state(fields),
             owner=fields.get("owner", ""),
         )
+
+    async def list_calls(
+        self, owner: str, limit: int, offset: int
+    ) -> tuple[list[CallSummary], int]:
+        """The owner's calls, newest first, `limit` from `offset`; and how many there are."""
+        calls_of = CALLS_BY_OWNER_PREFIX + owner
+        with timed(self._metrics, "redis"):
+            while True:
+                ids = await self._redis.zrevrange(calls_of, offset, offset + limit - 1)
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for call_id in ids:
+                        call_key, history_key = self._keys(call_id)
+                        pipe.hgetall(call_key)
+                        pipe.lrange(history_key, 0, -1)
+                    replies = await pipe.execute()
+                rows = list(zip(ids, replies[::2], replies[1::2], strict=True))
+                gone = [call_id for call_id, fields, _ in rows if not fields]
+                if not gone:
+                    break
+                await self._redis.zrem(calls_of, *gone)  # expired: list the page again
+            total = await self._redis.zcard(calls_of)
+        return [_summary(call_id, fields, history) for call_id, fields, history in rows], total
 
     async def owner_of(self, call_id: str) -> str | None:
         """The id of the key that started the call ("" without auth); None: no such call."""
@@ -258,6 +314,12 @@ class SessionStore:
         if not stored:
             raise CallNotFound(call_id)
         return end_time or None
+
+    async def cut_agent_entry(self, call_id: str, index: int, heard: str) -> bool:
+        """The agent's line at `index` as far as the customer heard it, marked interrupted
+        (the greeting, which is stored before it is spoken); False if nothing was cut."""
+        with timed(self._metrics, "redis"):
+            return bool(await self._cut_agent_entry(keys=self._keys(call_id), args=[index, heard]))
 
     async def end(self, call_id: str, state: CallState | None = None) -> str | None:
         """End an active call without adding history (a client hung up)."""
@@ -314,3 +376,29 @@ class SessionStore:
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+def _state(fields: dict[str, str]) -> CallState:
+    return CallState.model_validate_json(fields["state"]) if "state" in fields else CallState()
+
+
+def _summary(call_id: str, fields: dict[str, str], raw_history: list[str]) -> CallSummary:
+    state = _state(fields)
+    end_time = fields["end_time"] or None
+    end = datetime.fromisoformat(end_time) if end_time else datetime.now(UTC)
+    started = datetime.fromisoformat(fields["start_time"])
+    turns = sum(
+        HistoryEntry.model_validate_json(item).speaker is Speaker.CUSTOMER for item in raw_history
+    )
+    return CallSummary(
+        call_id=call_id,
+        customer_name=fields["customer_name"],
+        phone_number=fields["phone_number"],
+        is_active=fields["is_active"] == "1",
+        start_time=fields["start_time"],
+        end_time=end_time,
+        duration_s=round(max((end - started).total_seconds(), 0.0), 1),
+        turns=turns,
+        stage=state.stage.value,
+        disposition=state.disposition.value if state.disposition else None,
+    )

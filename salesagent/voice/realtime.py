@@ -26,6 +26,8 @@ import time
 from contextlib import suppress
 from itertools import count
 
+from redis.exceptions import RedisError
+
 from salesagent.platform.sessions import CallInUse, CallNotFound
 from salesagent.platform.settings import LimitsSettings
 from salesagent.sales.service import (
@@ -276,13 +278,17 @@ class RealtimeVoiceChat:
         heard = self._playout.stop()
         if self._greeting and not self._greeting.done():
             self._greeting.cancel()
+            with suppress(RedisError):  # the history keeps the whole greeting then
+                await self.service.store.cut_agent_entry(self.call_id, 0, heard)
         await self._cancel_reply(interrupted=True, heard=heard)
         await self._send_json({"type": "interrupted", "heard": heard})
         # The interrupting speech may already be over: it is the next turn.
         if "ended_at" in barge or not self._segmenter.in_speech:
             self._barge = None
             self._speech_end_at = barge.get("ended_at") or self._wall(self._segmenter.last_voice_s)
-            self._start_reply().confirmed.set()
+            reply = self._start_reply()
+            reply.end_of_turn_wait_s = round(time.monotonic() - self._speech_end_at, 3)
+            reply.confirmed.set()
 
     # --- answering ---------------------------------------------------------------------
 
