@@ -143,7 +143,7 @@ PresentedKey = Annotated[str | None, Depends(presented_key)]
 
 
 _DESCRIPTIONS = {
-    400: "Malformed body, empty message, or unreadable audio",
+    400: "Malformed body or parameters, empty message, or unreadable audio",
     401: "Missing, unknown or revoked API key (when keys are required)",
     403: "The number asked not to be called again",
     404: "No such call, it has ended, or it belongs to another API key",
@@ -336,12 +336,12 @@ class SalesIngress:
     async def conversation(self, call_id: str, key: PresentedKey) -> CallSession:
         return await self.service.conversation(await self._owned(call_id, key))
 
-    @app.get(f"{API_PREFIX}/calls", response_model=CallList, responses=_errors(401, 429, 503))
+    @app.get(f"{API_PREFIX}/calls", response_model=CallList, responses=_errors(400, 401, 429, 503))
     async def calls(
         self,
         key: PresentedKey,
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     ) -> CallList:
         """The caller's calls (its API key's, when keys are on), newest first."""
         owner = await self._caller(key)
