@@ -219,6 +219,10 @@ class RealtimeVoiceChat:
             if self._barge is not None and self._barge.get("checking"):
                 self._barge["ended_at"] = self._wall(at)  # its words decide, when they are in
                 return
+            if self._barge is not None and self._barge.get("undecided"):
+                self._barge["ended_at"] = self._wall(at)  # now the whole of it decides
+                self._judge_now(self._barge)
+                return
             if self._only_over_agent():
                 self._barge = None  # a backchannel or a noise over the agent: no turn
                 self._segmenter.take()
@@ -248,8 +252,11 @@ class RealtimeVoiceChat:
             barge["interrupted"] = True  # the agent finished meanwhile: an ordinary turn
             return
         self._playout.hold()  # stop at once; the words decide whether to go on
-        barge["checking"] = True
         barge["checked_s"] = speech_s
+        self._judge_now(barge)
+
+    def _judge_now(self, barge: dict) -> None:
+        barge["checking"] = True
         self._judging = asyncio.ensure_future(
             self._judge_barge_in(barge, self._segmenter.utterance())
         )
@@ -263,7 +270,7 @@ class RealtimeVoiceChat:
             text = await self.service.transcribe(self.call_id, audio)
         except (NoSpeech, STTFailed, STTUnavailable, LLMUnavailable, CallNotFound):
             text = ""
-        barge["checking"] = False
+        barge["checking"] = barge["undecided"] = False
         if self._barge is not barge:
             self._playout.resume()
             return
@@ -273,6 +280,11 @@ class RealtimeVoiceChat:
             if "ended_at" in barge:  # it is over, and it was no turn
                 self._barge = None
                 self._segmenter.take()
+            return
+        if "ended_at" not in barge and len(text.split()) <= 2:
+            # A word cut off mid-way ("uh-hu" is heard as "It has."): keep the agent held
+            # and hear more, when the speech has doubled or ended.
+            barge["undecided"] = True
             return
         barge["interrupted"] = True
         heard = self._playout.stop()

@@ -53,6 +53,7 @@ class TurnSettings(BaseModel):
             "uh",
             "um",
             "ah",
+            "aha",
             "oh",
             "okay",
             "ok",
