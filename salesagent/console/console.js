@@ -261,7 +261,14 @@ class Call {
   end() {
     if (this.socket && this.socket.readyState === WebSocket.OPEN) {
       this.socket.send(JSON.stringify({ type: "control", command: "end_call" }));
+      return;
     }
+    // The connection is gone: leave the call here (the server keeps it until it idles out).
+    this.ended = true;
+    this.view.canReconnect(false);
+    this.view.status("You left the call; the connection had dropped.", "ended");
+    this.view.controls(false);
+    this.release();
   }
 
   release() {
