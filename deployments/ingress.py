@@ -11,9 +11,9 @@ import uuid
 from importlib.resources import files
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Query, Request, Security, UploadFile, WebSocket
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Security, UploadFile, WebSocket
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from ray import serve
@@ -28,6 +28,7 @@ from salesagent.platform.auth import KeyStore, RateLimited, Unauthorized
 from salesagent.platform.metrics import only_own_metrics
 from salesagent.platform.schemas import (
     CallList,
+    DialResponse,
     ErrorResponse,
     HealthResponse,
     RespondRequest,
@@ -46,6 +47,15 @@ from salesagent.sales.service import (
     SalesCallService,
     STTFailed,
     STTUnavailable,
+)
+from salesagent.telephony.bridge import PhoneBridge
+from salesagent.telephony.carrier import (
+    STATUS_PATH,
+    STREAM_PATH,
+    VOICE_PATH,
+    BadSignature,
+    CarrierError,
+    TelephonyNotConfigured,
 )
 from salesagent.voice.audio import AudioError, AudioTooLarge
 from salesagent.voice.pcm import STREAM_RATES
@@ -84,11 +94,14 @@ _STATUS_OF: dict[type[Exception], int] = {
     NoSpeech: 400,
     DoNotCall: 403,
     Unauthorized: 401,
+    BadSignature: 403,
     CallNotFound: 404,
     CallBusy: 409,
     CallLimitReached: 409,
     STTFailed: 500,
+    CarrierError: 502,
     LLMUnavailable: 503,
+    TelephonyNotConfigured: 503,
     STTUnavailable: 503,
 }
 
@@ -151,7 +164,8 @@ _DESCRIPTIONS = {
     413: "Body, message or audio over its limit",
     429: "The API key's rate limit; see Retry-After",
     500: "Speech-to-text failed on this audio",
-    503: "A model service or the session store is unavailable",
+    502: "The phone carrier (Twilio) refused the request or could not be reached",
+    503: "A model service or the session store is unavailable, or telephony is not set up",
 }
 
 
@@ -205,6 +219,12 @@ class SalesIngress:
             settings.audio.max_bytes + 64 * 1024,
         )
         self.open_websockets = 0
+        try:
+            self.phone: PhoneBridge | None = PhoneBridge(
+                settings.telephony, self.service, settings.limits, settings.turns
+            )
+        except TelephonyNotConfigured as exc:
+            self.phone, self.phone_missing = None, exc
 
     async def _caller(self, key: str | None) -> str:
         """The id of the caller's API key ("" with auth off): 401 without a valid key, 429
@@ -327,6 +347,68 @@ class SalesIngress:
     def _count_websockets(self, change: int) -> None:
         self.open_websockets += change
         self.telemetry.set("salesagent_websocket_connections", self.open_websockets)
+
+    # --- phone calls (Twilio) -------------------------------------------------------------
+
+    def _bridge(self) -> PhoneBridge:
+        if self.phone is None:
+            raise self.phone_missing
+        return self.phone
+
+    async def _twilio_form(self, request: Request, path: str) -> dict[str, str]:
+        """A Twilio webhook's form, once its signature is proven (403 otherwise; 404 with
+        telephony off, as the route would not exist)."""
+        if self.phone is None:
+            raise HTTPException(404, str(self.phone_missing))
+        form = {k: str(v) for k, v in (await request.form()).items()}
+        query = request.url.query
+        url = self.phone.carrier.url(path) + (f"?{query}" if query else "")
+        self.phone.carrier.check_signature(url, form, request.headers.get("x-twilio-signature"))
+        return form
+
+    @app.post(
+        f"{API_PREFIX}/dial",
+        status_code=201,
+        response_model=DialResponse,
+        responses=_errors(400, 401, 403, 413, 429, 502, 503),
+    )
+    async def dial(self, body: StartCallRequest, key: PresentedKey) -> DialResponse:
+        """Start a call and have Twilio ring the lead's phone; the agent speaks when the
+        lead answers. GET /conversation shows the call's carrier status as it goes."""
+        owner = await self._caller(key)
+        session, call_sid = await self._bridge().dial(body.customer_name, body.phone_number, owner)
+        return DialResponse(
+            call_id=session.call_id,
+            first_message=session.history[0].text,
+            call_sid=call_sid,
+            carrier_status="queued",
+        )
+
+    @app.post(VOICE_PATH, include_in_schema=False)
+    async def twilio_voice(self, request: Request) -> Response:
+        """Twilio's voice webhook: TwiML for a call we placed (answered) or one coming in."""
+        form = await self._twilio_form(request, VOICE_PATH)
+        twiml = await self.phone.answer(request.query_params.get("call_id"), form)
+        return Response(twiml, media_type="application/xml")
+
+    @app.post(STATUS_PATH, include_in_schema=False, status_code=204)
+    async def twilio_status(self, request: Request) -> Response:
+        """Twilio's call status callbacks, recorded on the call."""
+        form = await self._twilio_form(request, STATUS_PATH)
+        await self.phone.status(request.query_params.get("call_id", ""), form)
+        return Response(status_code=204)
+
+    @app.websocket(STREAM_PATH)
+    async def twilio_media_stream(self, websocket: WebSocket) -> None:
+        """Twilio Media Streams: the call's audio both ways, let in by the TwiML's token."""
+        await websocket.accept()
+        if self.phone is None:
+            return await refuse(websocket, str(self.phone_missing))
+        self._count_websockets(+1)
+        try:
+            await self.phone.hold_stream(websocket)
+        finally:
+            self._count_websockets(-1)
 
     @app.get(
         f"{API_PREFIX}/conversation/{{call_id}}",

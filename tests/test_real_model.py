@@ -16,7 +16,9 @@ from ray import serve
 
 from salesagent.platform.settings import default_llm_model
 from salesagent.sales.evaluation import failed_thresholds, load_prospects, report, run_suite
-from tests.conftest import API, deploy
+from salesagent.telephony.simulator import Callee, PhoneLine
+from tests.conftest import API, deploy, free_port
+from tests.phone import PhoneApp, conversation, dial, phone_speech, simulated_twilio, telephony_args
 
 # Words that show a reply is about the offer, the lead or the call.
 ON_TOPIC = re.compile(
@@ -27,6 +29,9 @@ ON_TOPIC = re.compile(
 ROLE_TAGS = re.compile(r"(?:^|\s)(?:customer|user|assistant|agent|system|alex)\s*:|<\|", re.I)
 
 
+TWILIO_PORT = free_port()  # where this module's simulated Twilio listens
+
+
 @pytest.fixture(scope="module")
 def real_app(serve_instance, redis_server):
     model = default_llm_model()
@@ -35,6 +40,7 @@ def real_app(serve_instance, redis_server):
     args = {
         "llm": {"max_model_len": 2048, "max_tokens": 80, "seed": 1},
         "redis": {"url": redis_server.url},
+        "telephony": telephony_args(f"{serve_instance}/real", TWILIO_PORT),
     }
     url = deploy("real", "/real", args, serve_instance)
     yield url
@@ -149,3 +155,49 @@ def test_the_evaluation_suite_meets_its_thresholds(real_app, capsys):
         print(f"\n{table}")
     assert len(results) >= 20
     assert not failed_thresholds(results), table
+
+
+def test_a_phone_call_of_several_turns_with_a_barge_in(real_app, capsys):
+    """The whole outbound path with the real model: dial, Twilio's webhooks, Media Streams
+    in real time, a barge-in over the agent's first reply, the callee hanging up."""
+    phone = PhoneApp(real_app, TWILIO_PORT)
+    first_audio: list[float] = []
+
+    async def callee(line: PhoneLine):
+        await line.until_agent_quiet()  # the greeting
+        await line.say(phone_speech("Sure, I have a few minutes. What is it about?"))
+        first_audio.append(await line.until_agent_speaks())
+        await asyncio.sleep(1.0)  # into the reply...
+        await line.say(phone_speech("Sorry, how much does it cost?"))  # ...talked over
+        first_audio.append(await line.until_agent_speaks())
+        await line.until_agent_quiet()
+        await line.say(phone_speech("I work as a data analyst."))
+        first_audio.append(await line.until_agent_speaks())
+        await line.until_agent_quiet()
+        await line.hang_up()
+
+    async def main():
+        twilio = simulated_twilio()
+        await twilio.start(TWILIO_PORT)
+        try:
+            return await dial(phone, "+15550100900", Callee(script=callee), twilio)
+        finally:
+            await twilio.stop()
+
+    dialed, sim = asyncio.run(main())
+    call = conversation(phone, dialed["call_id"])
+    with capsys.disabled():
+        print(f"\nphone call, time to first agent audio (s): {[round(s, 2) for s in first_audio]}")
+        for e in call["history"]:
+            print(f"  {e['speaker']}{' (interrupted)' if e['interrupted'] else ''}: {e['text']}")
+    history = call["history"]
+    speakers = [e["speaker"] for e in history]
+    assert speakers == ["agent", "customer", "agent", "customer", "agent", "customer", "agent"]
+    assert history[2]["interrupted"] is True and sim.line.clears >= 1
+    assert "cost" in history[3]["text"].lower()
+    assert re.search(r"\$?299|\$?499|price|offer", history[4]["text"], re.I), history[4]
+    for customer, agent in zip(history[1::2], history[2::2], strict=True):
+        check_reply(agent["text"], customer["text"])
+    assert not call["is_active"] and call["state"]["disposition"] in ("interested", "failed")
+    assert call["carrier"]["status"] == "completed" and call["carrier"]["answered_by"] == "human"
+    assert len(first_audio) == 3

@@ -66,6 +66,17 @@ DEFINITIONS: dict[str, Definition] = {
     "salesagent_reply_restarts_total": Definition(
         Kind.COUNTER, "Speculative replies dropped unheard because the line reading changed them"
     ),
+    "salesagent_audio_underruns_total": Definition(
+        Kind.COUNTER,
+        "Streaming: gaps in the agent's audio mid-reply (speech came slower than it plays)",
+        ("transport",),
+    ),
+    "salesagent_carrier_calls_total": Definition(
+        Kind.COUNTER,
+        "Phone calls by carrier event: placed, inbound, answered, machine, completed, "
+        "busy, no_answer, failed, canceled, refused (do-not-call)",
+        ("event",),
+    ),
     "salesagent_llm_tokens_generated_total": Definition(Kind.COUNTER, "Tokens the LLM generated"),
     "salesagent_stt_audio_seconds_total": Definition(Kind.COUNTER, "Audio seconds transcribed"),
     "salesagent_tts_audio_seconds_total": Definition(Kind.COUNTER, "Audio seconds synthesized"),

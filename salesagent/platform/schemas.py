@@ -49,6 +49,15 @@ class StartCallResponse(BaseModel):
     first_message: str
 
 
+class DialResponse(BaseModel):
+    """POST /dial: the call session, and the phone call Twilio is placing for it."""
+
+    call_id: str
+    first_message: str
+    call_sid: str
+    carrier_status: str  # "queued": Twilio rings the lead; GET /conversation follows it
+
+
 class RespondRequest(BaseModel):
     message: str
 

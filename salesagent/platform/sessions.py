@@ -42,6 +42,23 @@ class HistoryEntry(BaseModel):
     interrupted: bool = False
 
 
+class CarrierEvent(BaseModel):
+    status: str  # Twilio's CallStatus: queued, ringing, in-progress, completed, busy, ...
+    at: str
+
+
+class CarrierRecord(BaseModel):
+    """A call placed or taken through the phone carrier, as the carrier reported it."""
+
+    provider: str = "twilio"
+    call_sid: str = ""
+    direction: str = ""  # outbound or inbound
+    status: str = ""  # the latest status
+    answered_by: str | None = None  # answering-machine detection: human, machine_..., fax
+    error: str | None = None
+    events: list[CarrierEvent] = Field(default_factory=list)
+
+
 class CallSession(BaseModel):
     call_id: str
     customer_name: str
@@ -52,6 +69,8 @@ class CallSession(BaseModel):
     end_time: str | None
     # Beyond the contract's fields: stage, qualification, objections, disposition.
     state: CallState = Field(default_factory=CallState)
+    # Phone calls only: what the carrier said of the call.
+    carrier: CarrierRecord | None = None
     # The id of the API key that started the call ("" without auth); never sent to clients.
     owner: str = Field(default="", exclude=True)
 
@@ -131,6 +150,26 @@ redis.call('LSET', KEYS[2], ARGV[1], cjson.encode(item))
 return 1
 """
 
+# KEYS: call hash. ARGV: JSON of the fields to set on the call's carrier record, with an
+# optional `event` appended to its events. Returns 0 when the call is gone.
+_RECORD_CARRIER = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local raw = redis.call('HGET', KEYS[1], 'carrier')
+local record = raw and cjson.decode(raw) or {}
+local update = cjson.decode(ARGV[1])
+for k, v in pairs(update) do
+  if k ~= 'event' then record[k] = v end
+end
+if update.event then
+  local events = record.events or {}
+  if type(events) ~= 'table' or next(events) == nil then events = {} end
+  table.insert(events, update.event)
+  record.events = events
+end
+redis.call('HSET', KEYS[1], 'carrier', cjson.encode(record))
+return 1
+"""
+
 # KEYS: call hash, history list, active set, do-not-call set.
 # ARGV[1]: JSON {end, end_time, ttl_active, ttl_ended, now, call_id, state, do_not_call};
 # ARGV[2..]: history entries. Returns 0 when the call is missing or already ended (nothing
@@ -174,6 +213,7 @@ class SessionStore:
         self._renew_claim = self._redis.register_script(_RENEW_CLAIM)
         self._release_claim = self._redis.register_script(_RELEASE_CLAIM)
         self._cut_agent_entry = self._redis.register_script(_CUT_AGENT_ENTRY)
+        self._record_carrier = self._redis.register_script(_RECORD_CARRIER)
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -247,6 +287,9 @@ class SessionStore:
             start_time=fields["start_time"],
             end_time=fields["end_time"] or None,
             state=_state(fields),
+            carrier=CarrierRecord.model_validate_json(fields["carrier"])
+            if "carrier" in fields
+            else None,
             owner=fields.get("owner", ""),
         )
 
@@ -320,6 +363,20 @@ class SessionStore:
         (the greeting, which is stored before it is spoken); False if nothing was cut."""
         with timed(self._metrics, "redis"):
             return bool(await self._cut_agent_entry(keys=self._keys(call_id), args=[index, heard]))
+
+    async def record_carrier(
+        self, call_id: str, status: str | None = None, **fields: str | None
+    ) -> bool:
+        """Set fields of the call's carrier record, and log `status` as its latest event;
+        False when the call is gone (expired)."""
+        update: dict = {k: v for k, v in fields.items() if v is not None}
+        if status:
+            update["status"] = status
+            update["event"] = {"status": status, "at": utc_now()}
+        with timed(self._metrics, "redis"):
+            return bool(
+                await self._record_carrier(keys=[self._keys(call_id)[0]], args=[json.dumps(update)])
+            )
 
     async def end(self, call_id: str, state: CallState | None = None) -> str | None:
         """End an active call without adding history (a client hung up)."""

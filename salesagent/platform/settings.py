@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from salesagent.platform.health import HealthRules
@@ -115,6 +115,50 @@ class AuthSettings(BaseModel):
     requests_per_minute: int = 120  # per key, unless the key sets its own
 
 
+class TelephonySettings(BaseModel):
+    """Phone calls through Twilio (README "Phone calls"); off until the four are set."""
+
+    account_sid: str = ""  # AC..., from the Twilio console
+    # The auth token: SALES_TELEPHONY__AUTH_TOKEN, or a file holding it (a mounted secret).
+    auth_token: SecretStr = SecretStr("")
+    auth_token_file: str = ""
+    caller_number: str = ""  # the Twilio number calls come from, E.164
+    # Where Twilio reaches this service (https://agent.example.com, with any route prefix).
+    public_base_url: str = ""
+    # Twilio's REST API; tests point it at a local stand-in.
+    api_base_url: str = "https://api.twilio.com"
+    # Answering-machine detection for outbound calls ("" turns it off); a machine gets the
+    # catalog's voicemail message and the call the voicemail disposition.
+    machine_detection: str = "DetectMessageEnd"
+    ring_timeout_s: int = Field(default=30, ge=5, le=600)
+    # The keypad key that means "do not call me again".
+    opt_out_digit: str = Field(default="9", pattern=r"^[0-9*#]$")
+    # How long the stream token in the TwiML stays valid (Twilio connects within a second).
+    stream_token_ttl_s: float = Field(default=60.0, gt=0)
+    # Wait at most this long for Twilio to echo the last mark before hanging up.
+    last_mark_wait_s: float = Field(default=10.0, ge=0)
+    # The API key id inbound calls are listed under (GET /calls), "" without auth.
+    inbound_owner: str = ""
+
+    def token(self) -> str:
+        if self.auth_token.get_secret_value():
+            return self.auth_token.get_secret_value()
+        if self.auth_token_file:
+            return Path(self.auth_token_file).read_text().strip()
+        return ""
+
+    def missing(self) -> list[str]:
+        """The settings still to set before calls can be placed or taken."""
+        needed = {
+            "telephony.account_sid": self.account_sid,
+            "telephony.auth_token (or auth_token_file)": self.auth_token.get_secret_value()
+            or self.auth_token_file,
+            "telephony.caller_number": self.caller_number,
+            "telephony.public_base_url": self.public_base_url,
+        }
+        return [name for name, value in needed.items() if not value]
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SALES_", env_nested_delimiter="__")
 
@@ -131,6 +175,7 @@ class Settings(BaseSettings):
     tts: TTSSettings = Field(default_factory=TTSSettings)
     # The streaming voice mode: voice activity, end of turn, barge-in, audio pacing.
     turns: TurnSettings = Field(default_factory=TurnSettings)
+    telephony: TelephonySettings = Field(default_factory=TelephonySettings)
     # /health answers within this bound even when a deployment is pending or dead.
     health_timeout_s: float = 1.5
     health: HealthRules = Field(default_factory=HealthRules)

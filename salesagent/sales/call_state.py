@@ -67,6 +67,7 @@ class Disposition(StrEnum):
     DO_NOT_CALL = "do_not_call"
     WRONG_PERSON = "wrong_person"
     VOICEMAIL = "voicemail"
+    NO_ANSWER = "no_answer"  # a phone call not answered: busy, no answer, or cancelled
     FAILED = "failed"
 
 

@@ -15,6 +15,23 @@ class Agent(BaseModel):
     name: str
     company: str
     opening_line: str
+    # Scripted lines for phone calls, where the wording is a legal matter; {first_name},
+    # {agent}, {company} and {product} are filled in as in the opening line.
+    inbound_opening_line: str = (
+        "Hi, this is {agent} from {company}, thanks for calling back about our {product}. "
+        "Is now a good time to talk for a couple of minutes?"
+    )
+    voicemail_message: str = (
+        "Hi {first_name}, this is {agent} from {company}, calling about our {product}. "
+        "We'll try you again another time. Have a great day."
+    )
+    do_not_call_confirmation: str = (
+        "Understood. I've taken your number off our list, and we won't call you again. Goodbye."
+    )
+    do_not_call_refusal: str = (
+        "Thanks for calling {company}. This number asked us not to call it, so we'll keep "
+        "it that way. Goodbye."
+    )
 
 
 class Product(BaseModel):

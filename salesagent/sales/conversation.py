@@ -55,8 +55,13 @@ def system_prompt(catalog: Catalog, customer_name: str) -> str:
 
 def greeting(catalog: Catalog, customer_name: str) -> str:
     """The opening line, from the catalog's script: it always names the customer and caller."""
+    return scripted(catalog, catalog.agent.opening_line, customer_name)
+
+
+def scripted(catalog: Catalog, line: str, customer_name: str = "") -> str:
+    """One of the catalog's scripted lines, with its names filled in."""
     a = catalog.agent
-    return a.opening_line.format(
+    return line.format(
         first_name=first_name(customer_name),
         agent=a.name,
         company=a.company,

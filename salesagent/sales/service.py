@@ -39,6 +39,7 @@ from salesagent.sales.conversation import (
     reading_from,
     reading_requests,
     reply_messages,
+    scripted,
 )
 from salesagent.sales.reply import ends_sentence, with_policy, written_reply
 from salesagent.voice.audio import decode_audio
@@ -125,16 +126,20 @@ class SalesCallService:
         self.limits = limits or LimitsSettings()
 
     async def start_call(
-        self, customer_name: str, phone_number: str, owner: str = ""
+        self, customer_name: str, phone_number: str, owner: str = "", inbound: bool = False
     ) -> CallSession:
-        """A new call to `phone_number` (stored in E.164), owned by API key id `owner`."""
+        """A new call to `phone_number` (stored in E.164), owned by API key id `owner`; an
+        `inbound` one (the lead called us) opens with the catalog's inbound line."""
         phone_number = normalize_phone(phone_number)
         if await self.store.is_do_not_call(phone_number):
             raise DoNotCall(f"{phone_number} asked not to be called again")
         await self.llm.ready()  # a call the agent cannot hold is refused up front (503)
-        session = await self.store.create(
-            customer_name, phone_number, greeting(self.catalog, customer_name), owner
+        opening = (
+            scripted(self.catalog, self.catalog.agent.inbound_opening_line)
+            if inbound
+            else greeting(self.catalog, customer_name)
         )
+        session = await self.store.create(customer_name, phone_number, opening, owner)
         self.metrics.inc("salesagent_calls_started_total")
         await self._count_active_calls()
         return session
@@ -231,15 +236,42 @@ class SalesCallService:
         """The agent's line as WAV bytes; raises TTSFailed."""
         return await self.tts.synthesize(text)
 
-    async def end_call(self, call_id: str) -> None:
-        """The client hung up: end the call, with its disposition."""
+    async def end_call(
+        self,
+        call_id: str,
+        disposition: Disposition | None = None,
+        agent_line: str | None = None,
+    ) -> None:
+        """The client hung up (or the carrier says how the call went): end the call, with
+        its disposition, the one given or the one the call's state implies; `agent_line`
+        is a scripted line the agent said last (a voicemail message)."""
         session = await self.store.get_active(call_id)
-        state = session.state.model_copy(
-            update={"disposition": disposition_for(session.state, None)}
-        )
-        await self.store.end(call_id, state)
-        self.metrics.inc("salesagent_calls_ended_total", outcome=state.disposition.value)
+        disposition = disposition or disposition_for(session.state, None)
+        state = session.state.model_copy(update={"disposition": disposition})
+        entries = [entry(Speaker.AGENT, agent_line)] if agent_line else []
+        await self.store.append_turn(call_id, entries, end_call=True, state=state)
+        self.metrics.inc("salesagent_calls_ended_total", outcome=disposition.value)
         await self._count_active_calls()
+
+    async def opt_out(self, call_id: str, how: str) -> str:
+        """The lead asked, by other means than words (`how`: "pressed 9"), not to be called
+        again: the number goes on the do-not-call list and the call ends; returns the
+        scripted confirmation the agent says (stored as said)."""
+        confirmation = scripted(self.catalog, self.catalog.agent.do_not_call_confirmation)
+        async with self.store.turn_lock(call_id):
+            session = await self.store.get_active(call_id)
+            state = session.state.model_copy(update={"disposition": Disposition.DO_NOT_CALL})
+            request = entry(Speaker.CUSTOMER, f"({how}: do not call me again)")
+            await self.store.append_turn(
+                call_id,
+                [request, entry(Speaker.AGENT, confirmation)],
+                end_call=True,
+                state=state,
+                do_not_call=session.phone_number,
+            )
+        self.metrics.inc("salesagent_calls_ended_total", outcome=Disposition.DO_NOT_CALL.value)
+        await self._count_active_calls()
+        return confirmation
 
     async def _count_active_calls(self) -> None:
         self.metrics.set("salesagent_active_calls", await self.store.active_count())

@@ -56,12 +56,17 @@ class Playout:
         self._flowing = asyncio.Event()
         self._flowing.set()
         self._stopped = False
+        self._held = False  # a gap after a hold is the customer's doing, not an underrun
         self.first_audio_at: float | None = None
+        # Times the client ran out of agent audio mid-reply (speech came slower than it
+        # plays): a gap the customer hears.
+        self.underruns = 0
 
     def start_reply(self) -> None:
         """A new reply: forget the last one's sentences; audio flows again."""
         self._sentences, self._ack, self._stopped = [], None, False
         self.first_audio_at = None
+        self.underruns = 0
         self._flowing.set()
 
     @property
@@ -93,6 +98,9 @@ class Playout:
                 return
             chunk = pcm[offset : offset + self._chunk_bytes]
             now = self._clock()
+            if self.first_audio_at is not None and now > self._ends_at + 0.02 and not self._held:
+                self.underruns += 1
+            self._held = False
             start = max(now, self._ends_at)
             length = len(chunk) / 2 / self.rate
             # Shielded: a barge-in never cuts a WebSocket message in half.
@@ -104,6 +112,7 @@ class Playout:
 
     def hold(self) -> None:
         """Stop sending for now (the customer started talking); `resume` goes on."""
+        self._held = True
         self._flowing.clear()
 
     def resume(self) -> None:

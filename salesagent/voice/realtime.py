@@ -84,8 +84,12 @@ class RealtimeVoiceChat:
         turns: TurnSettings,
         input_rate: int = 16000,
         output_rate: int = 24000,
+        transport: str = "websocket",
+        opt_out_how: str = "asked by the client",
     ):
         self.socket = socket
+        self.transport = transport  # the metrics' label: websocket, or twilio
+        self.opt_out_how = opt_out_how  # how a do_not_call command came, for the history
         self.call_id = call_id
         self.service = service
         self.limits = limits
@@ -171,11 +175,41 @@ class RealtimeVoiceChat:
             await self._send_json({"type": "system", "message": "Call ended by client."})
             await self.socket.close(code=NORMAL_CLOSURE)
             return True
+        if command == "do_not_call":
+            await self._opt_out()
+            return True
         await self._error(
             'Unknown text message; send PCM16 frames, {"type": "played", "id": N, "ms": M}, '
-            '"END_CONNECTION_REQUEST_BY_CLIENT" or {"type": "control", "command": "end_call"}'
+            '"END_CONNECTION_REQUEST_BY_CLIENT" or {"type": "control", "command": "end_call"} '
+            '(or "do_not_call")'
         )
         return False
+
+    async def _opt_out(self) -> None:
+        """The lead asked not to be called again (a phone's keypad): the agent stops, the
+        number goes on the list, the agent says the scripted confirmation, the call ends."""
+        if self._agent_talking:
+            await self._stop_talking()
+        else:
+            await self._cancel_reply()
+        try:
+            confirmation = await self.service.opt_out(self.call_id, self.opt_out_how)
+        except CallNotFound:
+            confirmation = None
+        if confirmation:
+            await self._speak(_one(confirmation))
+        await self._send_json({"type": "system", "message": "Call ended: do not call again."})
+        await self.socket.close(code=NORMAL_CLOSURE)
+
+    async def _stop_talking(self) -> None:
+        """Whatever the agent is saying stops here, stored as far as heard."""
+        heard = self._playout.stop()
+        if self._greeting and not self._greeting.done():
+            self._greeting.cancel()
+            with suppress(RedisError):  # the history keeps the whole greeting then
+                await self.service.store.cut_agent_entry(self.call_id, 0, heard)
+        await self._cancel_reply(interrupted=True, heard=heard)
+        await self._send_json({"type": "interrupted", "heard": heard})
 
     # --- listening ---------------------------------------------------------------------
 
@@ -287,13 +321,7 @@ class RealtimeVoiceChat:
             barge["undecided"] = True
             return
         barge["interrupted"] = True
-        heard = self._playout.stop()
-        if self._greeting and not self._greeting.done():
-            self._greeting.cancel()
-            with suppress(RedisError):  # the history keeps the whole greeting then
-                await self.service.store.cut_agent_entry(self.call_id, 0, heard)
-        await self._cancel_reply(interrupted=True, heard=heard)
-        await self._send_json({"type": "interrupted", "heard": heard})
+        await self._stop_talking()
         # The interrupting speech may already be over: it is the next turn.
         if "ended_at" in barge or not self._segmenter.in_speech:
             self._barge = None
@@ -416,14 +444,13 @@ class RealtimeVoiceChat:
                 )
                 self._speech_end_at = 0.0
         await self._playout.drain()
+        self.service.metrics.inc(
+            "salesagent_audio_underruns_total", self._playout.underruns, transport=self.transport
+        )
 
     async def _greet(self, text: str) -> None:
-        async def sentences():
-            for sentence in SentenceSplitter().feed(text, final=True):
-                yield sentence
-
         with suppress(ClientGone):
-            await self._speak(sentences())
+            await self._speak(_one(text))
 
     # --- sending -----------------------------------------------------------------------
 
@@ -441,6 +468,12 @@ class RealtimeVoiceChat:
             await self.socket.send_bytes(data)
         except Exception as exc:
             raise ClientGone from exc
+
+
+async def _one(text: str):
+    """A scripted line as the sentences a reply would give."""
+    for sentence in SentenceSplitter().feed(text, final=True):
+        yield sentence
 
 
 def _played(text: str) -> tuple[int, float] | None:

@@ -69,16 +69,24 @@ class ClientGone(Exception):
     """The client disconnected; nothing more can be sent."""
 
 
+# {"type": "control", "command": ...}: end the call; or (streaming mode) the lead asked not
+# to be called again by other means than words (a phone's keypad).
+CONTROL_COMMANDS = ("end_call", "do_not_call")
+
+
 def parse_control(text: str) -> str | None:
-    """The control command in a text message ("end_connection" / "end_call"), else None."""
+    """The control command in a text message ("end_connection", "end_call",
+    "do_not_call"), else None."""
     if text.strip() == END_CONNECTION:
         return "end_connection"
     try:
         message = json.loads(text)
     except ValueError:
         return None
-    is_end_call = isinstance(message, dict) and message.get("type") == "control"
-    return "end_call" if is_end_call and message.get("command") == "end_call" else None
+    if not isinstance(message, dict) or message.get("type") != "control":
+        return None
+    command = message.get("command")
+    return command if command in CONTROL_COMMANDS else None
 
 
 class VoiceChat:
