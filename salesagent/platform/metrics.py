@@ -137,7 +137,17 @@ def timed(metrics: Metrics, stage: str) -> Iterator[None]:
 _SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][\w:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 # Labels that tell replicas, workers and nodes apart: summed over when reading.
-_KEEP_LABELS = {"stage", "channel", "outcome", "kind", "le", "deployment", "mode"}
+_KEEP_LABELS = {
+    "stage",
+    "channel",
+    "outcome",
+    "kind",
+    "le",
+    "deployment",
+    "mode",
+    "transport",
+    "event",
+}
 
 
 def parse_prometheus(text: str, prefix: str = "salesagent_") -> dict[tuple, float]:
