@@ -65,6 +65,7 @@ def test_every_route_needs_a_valid_key(secured_app, keys, headers):
     call_id = start(secured_app, keys[0])
     for method, path, kwargs in [
         ("POST", "/start-call", {"json": START}),
+        ("POST", "/dial", {"json": START}),
         ("POST", f"/respond/{call_id}", {"json": {"message": "hi"}}),
         ("POST", f"/respond-audio/{call_id}", {"files": {"audio_file": ("a.wav", b"RIFF")}}),
         ("GET", f"/conversation/{call_id}", {}),

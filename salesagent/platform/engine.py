@@ -50,6 +50,8 @@ class VLLMChatEngine:
             )
         # Read by vLLM's CPU backend at engine start; unset it reserves ~20 GB.
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.kv_cache_space_gib))
+        if settings.cpu_threads_bind:
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = settings.cpu_threads_bind
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 

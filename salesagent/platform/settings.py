@@ -52,6 +52,9 @@ class LLMSettings(BaseModel):
     gpu_memory_gib: float | None = None
     # CPU: KV cache size in whole GiB (vLLM reserves ~20 GB when this is unset).
     kv_cache_space_gib: int = 1
+    # CPU: the cores vLLM's worker binds its threads to ("0-1"), "nobind", or None for
+    # vLLM's "auto", which keeps one core per worker for its scheduler process.
+    cpu_threads_bind: str | None = None
     max_num_seqs: int = 16
     # KV cache block size in tokens; None keeps vLLM's default (16 on GPU, 128 on CPU).
     block_size: int | None = None
