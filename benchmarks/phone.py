@@ -12,11 +12,12 @@
 For each level of concurrency, that many phone calls are dialed at once through
 POST /dial. The simulated Twilio rings each one, fetches the signed TwiML and holds the
 call over Media Streams in real time. Each callee waits for the greeting, says `--turns`
-lines (mu-law speech at 8 kHz) and waits for each reply to finish, then hangs up. Per
-level it reports (after one warm-up call, not counted) the time from the end of the callee's line to the agent's first audio on
-the phone line (p50, p95), the calls that completed with every turn answered, and the
-service's audio underruns (gaps mid-reply). The calls held at once is the highest level
-whose p95 stays within --bound-s with every call complete.
+lines (mu-law speech at 8 kHz) and waits for each reply to finish, then hangs up. After
+one warm-up call (not counted), each level reports the time from the end of the callee's
+line to the agent's first audio on the phone line (p50, p95), the calls that completed
+with every turn answered, and the service's audio underruns (gaps mid-reply). The calls
+held at once is the highest level whose p95 stays within --bound-s with every call
+complete.
 
 Prints the figures and writes benchmarks/results/phone-<UTC time>.json. Bounded: at most
 5 levels, each call at most --turns turns, each wait at most 120 s.
