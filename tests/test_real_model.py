@@ -167,7 +167,7 @@ def test_a_phone_call_of_several_turns_with_a_barge_in(real_app, capsys):
         await line.until_agent_quiet()  # the greeting
         await line.say(phone_speech("Sure, I have a few minutes. What is it about?"))
         first_audio.append(await line.until_agent_speaks())
-        await asyncio.sleep(1.0)  # into the reply...
+        await line.until_agent_has_said(1.0)  # into the reply...
         await line.say(phone_speech("Sorry, how much does it cost?"))  # ...talked over
         first_audio.append(await line.until_agent_speaks())
         await line.until_agent_quiet()

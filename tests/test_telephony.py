@@ -113,8 +113,7 @@ def test_an_outbound_call_of_two_turns(phone):
 
 def test_a_barge_in_clears_twilio_and_keeps_what_was_heard(phone):
     async def callee(line: PhoneLine):
-        await line.until_agent_speaks()  # the greeting starts
-        await asyncio.sleep(2.0)
+        await line.until_agent_has_said(2.0)  # two seconds into the greeting
         await line.say(phone_speech(INTERRUPTION))
         await line.until_agent_speaks()
         await line.until_agent_quiet()
@@ -136,8 +135,7 @@ def test_a_barge_in_clears_twilio_and_keeps_what_was_heard(phone):
 
 def test_the_opt_out_key_lists_the_number_confirms_and_hangs_up(phone):
     async def callee(line: PhoneLine):
-        await line.until_agent_speaks()
-        await asyncio.sleep(1.0)
+        await line.until_agent_has_said(1.0)
         await line.press("9")
         await line.until_closed()
 
@@ -160,8 +158,7 @@ def test_a_callee_who_hangs_up_mid_reply_ends_the_call(phone):
     async def callee(line: PhoneLine):
         await line.until_agent_quiet()
         await line.say(phone_speech(QUESTION))
-        await line.until_agent_speaks()
-        await asyncio.sleep(0.5)
+        await line.until_agent_has_said(0.5)  # into the reply
         await line.hang_up()
 
     dialed, sim = run_with_twilio(
@@ -364,7 +361,7 @@ class _Socket:
 
     async def receive(self):
         if not self.incoming:
-            await asyncio.sleep(3600)
+            await asyncio.Event().wait()  # nothing more comes
         return self.incoming.pop(0)
 
     async def send_json(self, data):

@@ -250,8 +250,7 @@ class SalesCallService:
         state = session.state.model_copy(update={"disposition": disposition})
         entries = [entry(Speaker.AGENT, agent_line)] if agent_line else []
         await self.store.append_turn(call_id, entries, end_call=True, state=state)
-        self.metrics.inc("salesagent_calls_ended_total", outcome=disposition.value)
-        await self._count_active_calls()
+        await self._ended(disposition)
 
     async def opt_out(self, call_id: str, how: str) -> str:
         """The lead asked, by other means than words (`how`: "pressed 9"), not to be called
@@ -269,9 +268,12 @@ class SalesCallService:
                 state=state,
                 do_not_call=session.phone_number,
             )
-        self.metrics.inc("salesagent_calls_ended_total", outcome=Disposition.DO_NOT_CALL.value)
-        await self._count_active_calls()
+        await self._ended(Disposition.DO_NOT_CALL)
         return confirmation
+
+    async def _ended(self, disposition: Disposition) -> None:
+        self.metrics.inc("salesagent_calls_ended_total", outcome=disposition.value)
+        await self._count_active_calls()
 
     async def _count_active_calls(self) -> None:
         self.metrics.set("salesagent_active_calls", await self.store.active_count())
@@ -412,9 +414,7 @@ class AgentTurn:
         if interrupted:
             service.metrics.inc("salesagent_interruptions_total")
         if self.result.disposition:
-            outcome = self.result.disposition.value
-            service.metrics.inc("salesagent_calls_ended_total", outcome=outcome)
-            await service._count_active_calls()
+            await service._ended(self.result.disposition)
 
 
 class _Prefetch:

@@ -128,9 +128,10 @@ class MediaStreamSocket:
                 logger.warning("not a Media Streams message; ignored")
                 continue
             translated = self._translate(event)
-            if translated is not None:
-                await self._inbox.put(translated)
-            if translated is not None and translated["type"] == "websocket.disconnect":
+            if translated is None:
+                continue
+            await self._inbox.put(translated)
+            if translated["type"] == "websocket.disconnect":  # Twilio's `stop`
                 return
 
     def _translate(self, event: dict) -> dict | None:

@@ -149,14 +149,25 @@ class PhoneLine:
     async def until_agent_speaks(self, timeout_s: float = 120.0) -> float:
         """Wait for agent audio after the callee's last line; returns the seconds from the
         end of that line to the first of it."""
-        since = self.speech_ended_at[-1] if self.speech_ended_at else 0.0
+        await self.until_agent_has_said(0.0, timeout_s)
+        since = self._last_line_end()
+        return next(at for at, _ in self.received if at > since) - since
+
+    async def until_agent_has_said(self, seconds: float, timeout_s: float = 120.0) -> None:
+        """Wait until the callee has heard more than `seconds` of the agent since their
+        last line (since the call began, before any): audio received and played out."""
+        since = self._last_line_end()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and not self._closed.is_set():
-            for at, _ in self.received:
-                if at > since:
-                    return at - since
+            sent = [size for at, size in self.received if at > since]
+            queued = max(0.0, self._ends_at - time.monotonic())
+            if sent and sum(sent) / RATE - queued >= seconds:
+                return
             await asyncio.sleep(0.02)
-        raise TimeoutError("no agent audio")
+        raise TimeoutError(f"the agent did not say {seconds} s")
+
+    def _last_line_end(self) -> float:
+        return self.speech_ended_at[-1] if self.speech_ended_at else 0.0
 
     async def until_closed(self, timeout_s: float = 120.0) -> None:
         await asyncio.wait_for(self._closed.wait(), timeout_s)
