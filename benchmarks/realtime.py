@@ -123,7 +123,7 @@ async def run(args: argparse.Namespace) -> dict:
         call = await stream_call(args.url, call_id, lines, pause_s=0.5)
         streaming += [float(t.first_audio_s) for t in call.turns if t.first_audio_s]
         eot += [t.end_of_turn_wait_s for t in call.turns if t.end_of_turn_wait_s is not None]
-        timelines += [t.timeline for t in call.turns if t.timeline]
+        timelines += [t.timeline | {"rewritten": t.rewritten} for t in call.turns if t.timeline]
         rewritten += sum(t.rewritten for t in call.turns)
         print(
             f"call {n + 1}: stream   {[round(t.first_audio_s or 0, 2) for t in call.turns]}",
@@ -158,6 +158,7 @@ async def run(args: argparse.Namespace) -> dict:
         if stream_p50 and floor_p50
         else None,
         "stream_replies_rewritten": rewritten,
+        "stream_turn_timelines_s": timelines,
         "barge_in_stop_s": summarize(barge),
         "barge_in_past_min_speech_s": summarize([b - min_speech for b in barge]),
         "interrupt_min_speech_s": min_speech,
