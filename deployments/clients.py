@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import suppress
 
 import numpy as np
 from ray.exceptions import RayTaskError
@@ -30,16 +31,26 @@ class _DeploymentClient:
     def _error(self, exc: Exception) -> Exception:
         raise NotImplementedError
 
-    async def _call(self, response: DeploymentResponse, timeout_s: float | None = None):
+    async def _call(self, method: str, *args, timeout_s: float | None = None):
+        response: DeploymentResponse | None = None
         try:
+            # `.remote()` itself raises for a deployment that failed to deploy.
+            response = getattr(self._handle, method).remote(*args)
             return await asyncio.wait_for(response, timeout_s or self._timeout_s)
         except Exception as exc:  # timeouts, missing or dead replicas, engine errors
-            response.cancel()
+            _cancel(response)
             raise self._error(exc) from exc
 
     async def ready(self) -> str:
         """Answers only when a replica is up, within the health bound."""
-        return await self._call(self._handle.ready.remote(), self._ready_timeout_s)
+        return await self._call("ready", timeout_s=self._ready_timeout_s)
+
+
+def _cancel(response) -> None:
+    """Cancel a handle call, if it was made; cancelling one that failed re-raises its error."""
+    if response is not None:
+        with suppress(Exception):
+            response.cancel()
 
 
 def _unavailable(service: str, exc: Exception) -> str:
@@ -54,8 +65,9 @@ class ServeLLMClient(_DeploymentClient):
     async def stream(
         self, messages: list[Message], max_tokens: int | None = None
     ) -> AsyncIterator[str]:
-        responses = self._handle.options(stream=True).stream.remote(messages, max_tokens)
+        responses = None
         try:
+            responses = self._handle.options(stream=True).stream.remote(messages, max_tokens)
             while True:
                 try:
                     delta = await asyncio.wait_for(anext(responses), self._timeout_s)
@@ -65,10 +77,10 @@ class ServeLLMClient(_DeploymentClient):
         except Exception as exc:
             raise self._error(exc) from exc
         finally:
-            responses.cancel()  # stops generation when the caller has enough
+            _cancel(responses)  # stops generation when the caller has enough
 
     async def choose(self, messages: list[Message], choices: list[str]) -> str:
-        return await self._call(self._handle.choose.remote(messages, choices))
+        return await self._call("choose", messages, choices)
 
 
 class ServeSTTClient(_DeploymentClient):
@@ -79,7 +91,7 @@ class ServeSTTClient(_DeploymentClient):
 
     async def transcribe(self, samples: np.ndarray) -> Transcript:
         await self.ready()  # tells "unavailable" (503) apart from a slow transcription
-        return await self._call(self._handle.transcribe.remote(samples))
+        return await self._call("transcribe", samples)
 
 
 class ServeTTSClient(_DeploymentClient):
@@ -87,4 +99,4 @@ class ServeTTSClient(_DeploymentClient):
         return TTSFailed(f"TTS failed: {type(exc).__name__}")
 
     async def synthesize(self, text: str) -> bytes:
-        return await self._call(self._handle.synthesize.remote(text))
+        return await self._call("synthesize", text)

@@ -59,9 +59,10 @@ class HealthReporter:
         for name, (ok, details) in zip(names, probes, strict=True):
             deployment, stage = SERVICES[name]
             stats = stage_stats(now, before, stage) if now else StageStats(0, 0, None)
-            services[name] = assess(
-                ok, details, stats, self._settings.health, replicas.get(deployment)
-            )
+            counts, why = replicas.get(deployment, (None, ""))
+            if not ok and why:  # Serve's word on it: a replica that fails to start says why
+                details = f"{details}; Serve: {why}"
+            services[name] = assess(ok, details, stats, self._settings.health, counts)
         llm = services["llm"]
         return HealthResponse(
             status=overall(services),
@@ -86,8 +87,9 @@ class HealthReporter:
         except (TimeoutError, RedisError, OSError) as exc:
             return False, f"redis unreachable ({type(exc).__name__})"
 
-    async def _replicas(self, timeout_s: float) -> dict[str, tuple[int, int]]:
-        """{deployment: (running, wanted)} of this application, from Serve's controller."""
+    async def _replicas(self, timeout_s: float) -> dict[str, tuple[tuple[int, int], str]]:
+        """{deployment: ((running, wanted), Serve's message)} of this application, from
+        Serve's controller."""
         try:
             status = await asyncio.wait_for(asyncio.to_thread(serve.status), timeout_s)
             app = status.applications[serve.get_replica_context().app_name]
@@ -96,8 +98,11 @@ class HealthReporter:
             return {}
         return {
             name: (
-                sum(n for state, n in d.replica_states.items() if str(state) == "RUNNING"),
-                sum(d.replica_states.values()),
+                (
+                    sum(n for state, n in d.replica_states.items() if str(state) == "RUNNING"),
+                    sum(d.replica_states.values()),
+                ),
+                _gist(d.message),
             )
             for name, d in app.deployments.items()
         }
@@ -117,3 +122,11 @@ class HealthReporter:
         oldest_t, oldest = self._snapshots[0]
         # Younger than the window: everything since start-up is recent.
         return now, (oldest if oldest_t <= t - window else {})
+
+
+def _gist(message: str) -> str:
+    """Serve's message about a deployment, without the traceback's middle: its first line
+    and its last (the error a failing constructor raised, which says what to fix)."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    gist = " ... ".join([lines[0], lines[-1]]) if len(lines) > 2 else " ".join(lines)
+    return gist[:800]

@@ -3,15 +3,21 @@
 # Installs what is missing, prepares the models, starts a local Redis unless
 # SALES_REDIS__URL names one, runs the graph with `serve run`, and says when it is ready.
 # Ray's and vLLM's logs go to a file; `--logs` shows them here too. Ctrl-C stops it all.
+# `--coqui` speaks with a Coqui voice, its TTS deployment in its own environment
+# (serve_config.coqui.yaml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 show_logs=0
-case "${1:-}" in
-  "") ;;
-  --logs) show_logs=1 ;;
-  *) echo "usage: bash scripts/serve_local.sh [--logs]"; exit 2 ;;
-esac
-bash scripts/setup.sh
+config=serve_config.cpu.yaml
+setup_args=()
+for arg in "$@"; do
+  case "$arg" in
+    --logs) show_logs=1 ;;
+    --coqui) config=serve_config.coqui.yaml setup_args=(--coqui) ;;
+    *) echo "usage: bash scripts/serve_local.sh [--logs] [--coqui]"; exit 2 ;;
+  esac
+done
+bash scripts/setup.sh "${setup_args[@]}"
 source .venv/bin/activate
 export RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0
 
@@ -56,9 +62,9 @@ trap stop_all EXIT
 trap 'exit 130' INT TERM
 
 if [ "$show_logs" = 1 ]; then
-  serve run --address="127.0.0.1:$ray_port" serve_config.cpu.yaml > >(tee -a "$log") 2>&1 &
+  serve run --address="127.0.0.1:$ray_port" "$config" > >(tee -a "$log") 2>&1 &
 else
-  serve run --address="127.0.0.1:$ray_port" serve_config.cpu.yaml >>"$log" 2>&1 &
+  serve run --address="127.0.0.1:$ray_port" "$config" >>"$log" 2>&1 &
 fi
 serve_pid=$!
 

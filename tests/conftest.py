@@ -203,11 +203,20 @@ def client(tiny_app) -> Iterator[httpx.Client]:
 
 
 def deploy_graph(
-    name, base_url, args, stt_engine=None, tts_engine=None, tts_replicas=1, llm_engine=None
+    name,
+    base_url,
+    args,
+    stt_engine=None,
+    tts_engine=None,
+    tts_replicas=1,
+    llm_engine=None,
+    tts_actor_options=None,
+    wait_ready=True,
 ) -> str:
     """The graph as app `name` at /`name`, sharing the tiny app's LLM replica unless an
-    `llm_engine` is given, with the STT or TTS engine given (faulty ones, for fault tests);
-    returns its base URL once the ingress answers."""
+    `llm_engine` is given, with the STT or TTS engine given (faulty ones, for fault tests)
+    and the TTS replica's `ray_actor_options` (its runtime_env, say); returns its base URL
+    once the ingress answers (and, with `wait_ready`, once every deployment runs)."""
     from ray import serve
     from ray.serve.api import _run
 
@@ -226,9 +235,12 @@ def deploy_graph(
         if llm_engine
         else serve.get_deployment_handle("LLMDeployment", app_name="tiny"),
         STTDeployment.bind(settings.stt, engine=stt_engine),
-        TTSDeployment.options(num_replicas=tts_replicas).bind(settings.tts, engine=tts_engine),
+        TTSDeployment.options(
+            num_replicas=tts_replicas,
+            **({"ray_actor_options": tts_actor_options} if tts_actor_options else {}),
+        ).bind(settings.tts, engine=tts_engine),
     )
-    _run(ingress, name=name, route_prefix=f"/{name}")
+    _run(ingress, name=name, route_prefix=f"/{name}", _blocking=wait_ready)
     url = f"{base_url}/{name}"
     wait_until(lambda: httpx.get(f"{url}/health").status_code == 200, 120, what=name)
     return url

@@ -1,4 +1,4 @@
-"""Both Serve configs are valid, build through graph.build_app and name real deployments."""
+"""The Serve configs are valid, build through graph.build_app and name real deployments."""
 
 import subprocess
 import sys
@@ -21,7 +21,9 @@ from salesagent.platform.settings import Settings
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("name", ["serve_config.yaml", "serve_config.cpu.yaml"])
+@pytest.mark.parametrize(
+    "name", ["serve_config.yaml", "serve_config.cpu.yaml", "serve_config.coqui.yaml"]
+)
 def test_serve_config_is_valid_and_builds(name):
     config = ServeDeploySchema.model_validate(yaml.safe_load((ROOT / name).read_text()))
     (app,) = config.applications

@@ -15,7 +15,7 @@ import pytest
 
 from salesagent.voice.audio import SAMPLE_RATE, decode_audio
 from salesagent.voice.stt import STTSettings, WhisperSTT
-from salesagent.voice.tts import HibariTTS, PiperTTS, TTSSettings, make_tts
+from salesagent.voice.tts import HibariTTS, PiperTTS, TTSSettings, coqui_files, make_tts
 from tests.speech import word_error_rate
 
 LIMITS = {"max_bytes": 20 << 20, "max_seconds": 60.0}
@@ -168,3 +168,19 @@ def test_coqui_without_the_package_says_how_to_get_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "TTS.api", None)
     with pytest.raises(ImportError, match="coqui-tts"):
         make_tts(TTSSettings(engine="coqui"))
+
+
+def test_coqui_finds_a_model_folder_or_says_what_is_missing(tmp_path):
+    folder = tmp_path / "voice"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="Coqui model file not found"):
+        coqui_files(TTSSettings(engine="coqui", model_path=str(folder)))
+    (folder / "best_model.pth").write_bytes(b"")
+    expected = (str(folder / "best_model.pth"), str(folder / "config.json"))
+    assert coqui_files(TTSSettings(engine="coqui", model_path=str(folder))) == expected
+    # The checkpoint itself finds the config beside it.
+    checkpoint = TTSSettings(engine="coqui", model_path=str(folder / "best_model.pth"))
+    assert coqui_files(checkpoint) == expected
+    with pytest.raises(ValueError, match="tts.model_path"):
+        coqui_files(TTSSettings(engine="coqui"))

