@@ -91,3 +91,10 @@ def test_the_fit_command_exits_non_zero_when_it_does_not_fit(tmp_path):
     assert ok.returncode == 0
     bad = subprocess.run([*run, str(path), "--gpu", "h100"], capture_output=True, text=True)
     assert bad.returncode == 1 and "does not fit" in bad.stderr
+
+
+def test_an_unknown_tts_engine_fails_the_config_naming_the_engines():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="'hibari', 'piper' or 'coqui'"):
+        Settings.from_args({"tts": {"engine": "festival"}})
