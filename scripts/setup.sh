@@ -75,7 +75,7 @@ if [ "$coqui" = 1 ]; then
   [ -x "$COQUI_VENV/bin/python" ] || python3.11 -m venv "$COQUI_VENV"
   coqui_stamp="$COQUI_VENV/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)"
   if [ ! -f "$coqui_stamp" ]; then
-    echo "[setup] building $COQUI_VENV for Coqui voices (first run: ~2.5 min, 2.2 GB)"
+    echo "[setup] building $COQUI_VENV for Coqui voices (first run: ~2.5 min, 2.6 GB)"
     progress "installing Coqui TTS" "$logs/pip-coqui.log" \
       "$COQUI_VENV/bin/pip" install -e ".[coqui]"
     # PyPI's torchaudio is a CUDA build whose C++ extension cannot load beside the CPU
