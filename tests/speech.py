@@ -5,6 +5,10 @@ from __future__ import annotations
 import re
 from functools import cache
 
+import numpy as np
+import soxr
+
+from salesagent.voice.audio import read_wav
 from salesagent.voice.tts import HibariTTS, TTSSettings
 
 
@@ -32,3 +36,9 @@ def _voice() -> HibariTTS:
 def spoken_wav(text: str) -> bytes:
     """`text` spoken by the Hibari voice, as WAV bytes (24 kHz PCM16 mono)."""
     return _voice().synthesize(text).to_wav()
+
+
+def speech(text: str, rate: int = 16000) -> tuple[str, np.ndarray]:
+    """(`text`, its clip as float32 samples at `rate`), for the streaming clients."""
+    samples, source_rate = read_wav(spoken_wav(text))
+    return text, soxr.resample(samples, source_rate, rate).astype(np.float32)

@@ -23,8 +23,7 @@ from salesagent.voice.audio import read_wav
 from salesagent.voice.coqui_voice import RANDOM_VOICE_FOLDER
 from salesagent.voice.stream_client import stream_call
 from tests.conftest import API, deploy_graph, tiny_args, wait_until
-from tests.speech import spoken_wav
-from tests.test_streaming import speech
+from tests.speech import speech, spoken_wav
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTION = "How much does the course cost?"

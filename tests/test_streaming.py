@@ -11,23 +11,16 @@ import time
 import httpx
 import numpy as np
 import pytest
-import soxr
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from salesagent.voice.audio import read_wav
 from salesagent.voice.pcm import pcm16 as pcm
 from salesagent.voice.stream_client import stream_call
 from tests.conftest import API, wait_until
-from tests.speech import spoken_wav, word_error_rate
+from tests.speech import speech, spoken_wav, word_error_rate
 
 QUESTION = "How much does the course cost, and how long does it take?"
 INTERRUPTION = "Wait, do you have evening classes for people who work?"
-
-
-def speech(text: str, rate: int = 16000) -> tuple[str, np.ndarray]:
-    samples, source_rate = read_wav(spoken_wav(text))
-    return text, soxr.resample(samples, source_rate, rate).astype(np.float32)
 
 
 def listen(ws, done, timeout_s: float) -> None:
