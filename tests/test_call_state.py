@@ -35,7 +35,9 @@ def test_a_call_moves_through_the_stages():
     state = apply(state, read(slot="background"), "I'm a data analyst.")
     state = apply(state, read(slot="goal"), "I want to get into machine learning.")
     assert state.stage is Stage.PITCH
-    assert state.qualification.background == "I'm a data analyst."
+    # The value the line states, with the line it came from kept for audit.
+    assert state.qualification.background == "data analyst"
+    assert state.qualification_sources["background"] == "I'm a data analyst."
     state = apply(state, read(objection="price"), "That's expensive.")
     assert state.stage is Stage.OBJECTION_HANDLING and state.objections == [Objection.PRICE]
     state = apply(state, read(), "Okay, tell me more.")
@@ -43,7 +45,8 @@ def test_a_call_moves_through_the_stages():
     state = apply(state, read(intent="interested"), "How do I sign up?")
     assert state.stage is Stage.CLOSING and state.interested
     state = apply(state, read(intent="goodbye"), "Great, talk tomorrow, bye.")
-    assert state.disposition is Disposition.FOLLOW_UP_BOOKED
+    # No time was booked: an interested lead, not a follow-up the dialer can call.
+    assert state.disposition is Disposition.INTERESTED
 
 
 def test_enthusiasm_before_qualifying_keeps_qualifying():
@@ -66,9 +69,18 @@ def test_an_objection_while_qualifying_is_answered_then_qualifying_goes_on():
 
 
 def test_known_slots_are_not_overwritten():
-    state = apply(CallState(), read(slot="goal"), "Become an ML engineer.")
-    state = apply(state, read(slot="goal"), "Something else.")
-    assert state.qualification.goal == "Become an ML engineer."
+    # A short answer to the agent's question for the slot is the value as it stands.
+    state = apply(CallState(), read(slot="goal"), "Become an ML engineer.", asked=Slot.GOAL)
+    state = apply(state, read(slot="goal"), "I want something else.")
+    assert state.qualification.goal == "Become an ML engineer"
+
+
+def test_a_question_or_a_line_without_a_value_is_never_a_fact():
+    for line in ["How much does it cost?", "Sure, I have a few minutes. What is it about?"]:
+        state = apply(CallState(), read(slot="budget"), line)
+        assert state.qualification.budget is None and not state.qualification_sources
+    # Without the agent asking for it, a bare phrase is no value either.
+    assert apply(CallState(), read(slot="goal"), "Something else.").qualification.goal is None
 
 
 @pytest.mark.parametrize(

@@ -46,8 +46,8 @@ def test_reply_messages_keep_only_recent_history():
 
 def test_ending_intents_add_closing_instructions():
     history = [entry(Speaker.CUSTOMER, "bye")]
-    closing = reply_messages(CATALOG, "Jo", history, CustomerIntent.DO_NOT_CALL, 4)[0]["content"]
-    assert "not be called again" in closing
+    closing = reply_messages(CATALOG, "Jo", history, CustomerIntent.NOT_INTERESTED, 4)[0]["content"]
+    assert "not interested: respect that" in closing
     assert CustomerIntent.DO_NOT_CALL.ends_call and CustomerIntent.GOODBYE.ends_call
     assert not CustomerIntent.CONTINUE.ends_call and not CustomerIntent.BUSY.ends_call
 

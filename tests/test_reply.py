@@ -1,4 +1,4 @@
-"""The reply's streaming stages, alone: sentences, cleanup, grounding, the dialog policy."""
+"""The reply's streaming stages, alone: sentences, cleanup, the guardrails, the dialog policy."""
 
 from __future__ import annotations
 
@@ -8,13 +8,16 @@ from salesagent.sales.catalog import load_catalog
 from salesagent.sales.conversation import (
     FALLBACK_GOODBYE,
     cut_other_speakers,
+    deferral,
     reply_messages,
 )
-from salesagent.sales.reply import grounded, model_sentences, with_policy
+from salesagent.sales.guardrails import Context
+from salesagent.sales.reply import checked, model_sentences, with_policy
 from salesagent.voice.sentences import SentenceSplitter, speech_chunks
 
 CATALOG = load_catalog()
 QUESTION = "What do you do for work at the moment?"
+CONTEXT = Context(CATALOG, "Answer briefly and ask about them.", "Price?", "Price?")
 
 
 async def tokens(text: str, size: int = 3):
@@ -172,15 +175,25 @@ def test_an_ungrounded_first_sentence_is_written_again_and_a_later_one_dropped()
     def write():
         return model_sentences(tokens(next(replies)), "Jo")
 
-    out = asyncio.run(collect(grounded(write, CATALOG, metrics)))
+    out = asyncio.run(collect(checked(write, CONTEXT, metrics)))
     assert out == ["It costs $299 on the special offer.", "Ready to join?"]
     assert sum(metrics.counts.values()) == 2  # the $99 and the 14 weeks
+
+
+def test_a_commitment_is_replaced_by_the_deferral_which_ends_the_reply():
+    metrics = Counter()
+    write = lambda: model_sentences(  # noqa: E731
+        tokens("It's a great course. Yes, we have a payment plan for you. It's flexible."), "Jo"
+    )
+    out = asyncio.run(collect(checked(write, CONTEXT, metrics)))
+    assert out == ["It's a great course.", deferral(CATALOG)]
+    assert metrics.counts == {"salesagent_guardrail_blocks_total{'check': 'payment_terms'}": 1}
 
 
 def test_a_refusal_is_never_spoken():
     replies = iter(["I'm sorry, but I can't assist with that.", "I'm sorry, but no."])
     out = asyncio.run(
-        collect(grounded(lambda: model_sentences(tokens(next(replies)), "Jo"), CATALOG, Counter()))
+        collect(checked(lambda: model_sentences(tokens(next(replies)), "Jo"), CONTEXT, Counter()))
     )
     assert out == []
 

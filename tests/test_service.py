@@ -5,10 +5,11 @@ import pytest
 from salesagent.platform.sessions import SessionStore
 from salesagent.platform.settings import ConversationSettings, LimitsSettings, RedisSettings
 from salesagent.sales.catalog import load_catalog
-from salesagent.sales.conversation import CustomerIntent
+from salesagent.sales.conversation import CustomerIntent, deferral, scripted
 from salesagent.sales.service import CallLimitReached, DoNotCall, LLMUnavailable, SalesCallService
 
-QUESTIONS = load_catalog().qualification_questions
+CATALOG = load_catalog()
+QUESTIONS = CATALOG.qualification_questions
 
 
 class ScriptedLLM:
@@ -16,21 +17,29 @@ class ScriptedLLM:
     speculative reply and its rewrite get the same); `fail_after` deltas it raises, as a
     dying replica would."""
 
-    def __init__(self, replies, intent="continue", fail_after=None):
+    def __init__(self, replies, intent="continue", fail_after=None, topic=None, slot=None):
         self.replies = list(replies)
         self.intent = intent
+        self.topic = topic
+        self.slot = slot
         self.fail_after = fail_after
         self.closed_early = 0
+        self.streams = 0
 
     async def ready(self):
         return "scripted"
 
     async def choose(self, messages, choices):
-        # The intent request gets the scripted intent; the others their first choice, which
-        # is the "nothing found" answer ("none" fact, "no" push back).
-        return self.intent if self.intent in choices else choices[0]
+        # The intent request gets the scripted intent (and the topic and slot requests
+        # theirs); the others their first choice, which is the "nothing found" answer
+        # ("none" fact, "no" push back, "none" topic).
+        for label in (self.intent, self.topic, self.slot):
+            if label in choices:
+                return label
+        return choices[0]
 
     async def stream(self, messages, max_tokens=None):
+        self.streams += 1
         words = (self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]).split(" ")
         sent = 0
         try:
@@ -160,7 +169,7 @@ class SlowReadingLLM(ScriptedLLM):
         self.events.append("read done")
         if self.objection and choices == ["no", "yes"]:
             return "yes"
-        if self.objection and "price" in choices:
+        if self.objection and "relevance" in choices:  # the objection's kind
             return "price"
         return await super().choose(messages, choices)
 
@@ -219,3 +228,73 @@ async def test_a_turn_cancelled_before_anything_was_heard_stores_nothing(store):
     with pytest.raises(asyncio.CancelledError):
         await task
     assert len((await store.get(call.call_id)).history) == 1
+
+
+async def test_a_busy_lead_is_asked_when_and_the_call_back_is_booked(store):
+    llm = ScriptedLLM(["Sure, I'll call you at 5 PM tomorrow."], intent="busy")
+    svc = service(store, llm)
+    call = await svc.start_call("John Doe", "+1 212 555 0123")  # a New York number
+    asked = await svc.respond(call.call_id, "I'm in a meeting, can you call me back?")
+    assert asked.reply == CATALOG.agent.call_back_question and not asked.should_end_call
+    llm.intent = "continue"  # the time itself reads as carrying on
+    booked = await svc.respond(call.call_id, "Tomorrow at 3pm works.")
+    assert booked.should_end_call and booked.disposition == "follow_up_booked"
+    assert booked.reply.startswith("Great, I'll call you back tomorrow at 3 PM. Thanks, John")
+    ended = await store.get(call.call_id)
+    follow_up = ended.state.follow_up
+    assert follow_up.timezone == "America/New_York" and "T15:00:00-0" in follow_up.at
+    assert follow_up.said == "Tomorrow at 3pm works." and not ended.is_active
+    assert llm.streams <= 2  # speculative replies only: nothing the model wrote was said
+
+
+async def test_a_time_in_the_busy_line_books_at_once(store):
+    svc = service(store, ScriptedLLM(["Unheard."], intent="busy"))
+    call = await svc.start_call("John", "+1 415 555 0100")
+    turn = await svc.respond(call.call_id, "Not now, call me Friday at 10:30 am.")
+    assert turn.should_end_call and "on Friday at 10:30 AM" in turn.reply
+    assert (await store.get(call.call_id)).state.disposition == "follow_up_booked"
+
+
+async def test_an_approved_answer_is_said_word_for_word(store):
+    llm = ScriptedLLM(["Yes, we guarantee you a job afterwards."], topic="job")
+    svc = service(store, llm)
+    call = await svc.start_call("John", "555-010-0100")
+    turn = await svc.respond(call.call_id, "Will this get me a job?")
+    assert turn.reply == f"{CATALOG.answers['job'].answer} {QUESTIONS['background']}"
+    # A "the team follows up" answer keeps the question for the team.
+    llm.topic = "refund"
+    await svc.respond(call.call_id, "Can I get a refund if I drop out?")
+    state = (await store.get(call.call_id)).state
+    assert state.open_questions == ["Can I get a refund if I drop out?"]
+
+
+async def test_a_commitment_the_model_makes_is_replaced_by_the_deferral(store):
+    svc = service(store, ScriptedLLM(["Yes, we have a payment plan. It is flexible."]))
+    call = await svc.start_call("John", "555-010-0100")
+    turn = await svc.respond(call.call_id, "Do you have any scholarships?")
+    assert turn.reply == f"{deferral(CATALOG)} {QUESTIONS['background']}"
+    state = (await store.get(call.call_id)).state
+    assert state.open_questions == ["Do you have any scholarships?"]
+
+
+@pytest.mark.parametrize(
+    ("intent", "line"),
+    [("do_not_call", "do_not_call_confirmation"), ("voicemail", "voicemail_message")],
+)
+async def test_legal_moments_get_the_catalogs_scripted_line(store, intent, line):
+    svc = service(store, ScriptedLLM(["Thanks for not being called again!"], intent=intent))
+    call = await svc.start_call("John Doe", f"555-010-{len(line):04d}")
+    turn = await svc.respond(call.call_id, "Whatever the line.")
+    assert turn.reply == scripted(CATALOG, getattr(CATALOG.agent, line), "John Doe")
+    assert turn.should_end_call
+
+
+async def test_a_fact_is_stored_as_its_value_with_its_source(store):
+    svc = service(store, ScriptedLLM(["Nice. What is your goal?"], slot="background"))
+    call = await svc.start_call("John", "555-010-0100")
+    await svc.respond(call.call_id, "I'm a high school math teacher, and I like it.")
+    state = (await store.get(call.call_id)).state
+    assert state.qualification.background == "high school math teacher"
+    assert state.qualification_sources == {
+        "background": "I'm a high school math teacher, and I like it."
+    }

@@ -63,6 +63,13 @@ DEFINITIONS: dict[str, Definition] = {
     "salesagent_backchannels_total": Definition(
         Kind.COUNTER, "Customer speech over the agent that was only a backchannel (no barge-in)"
     ),
+    "salesagent_guardrail_blocks_total": Definition(
+        Kind.COUNTER,
+        "Reply sentences kept from the customer by a guardrail (check: guarantee, refund, "
+        "discount, payment_terms, date_time, promise, unsupported, instructions, "
+        "reintroduction, customer_words, assistant, refusal, lead_claim)",
+        ("check",),
+    ),
     "salesagent_reply_restarts_total": Definition(
         Kind.COUNTER, "Speculative replies dropped unheard because the line reading changed them"
     ),

@@ -89,6 +89,8 @@ class ConversationSettings(BaseModel):
     # Speech may start with the first sentence's leading clause once it has this many
     # words (0: whole sentences only).
     first_clause_words: int = 5
+    # The time zone of a call-back when the lead's phone number does not tell one (IANA).
+    default_timezone: str = "UTC"
 
 
 class AudioSettings(BaseModel):

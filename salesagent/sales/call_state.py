@@ -14,6 +14,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
+from salesagent.sales.facts import extract
+
 Message = dict[str, str]
 
 
@@ -82,11 +84,26 @@ class Qualification(BaseModel):
         return sum(value is not None for value in self.model_dump().values())
 
 
+class FollowUp(BaseModel):
+    """A call-back the lead asked for, at a time a dialer can use."""
+
+    at: str  # ISO 8601 with the lead's UTC offset
+    timezone: str  # IANA name
+    timezone_from: str  # "phone_number", or "default" (the setting) when the number says none
+    said: str  # the lead's words it was read from
+
+
 class CallState(BaseModel):
     stage: Stage = Stage.INTRODUCTION
     qualification: Qualification = Field(default_factory=Qualification)
+    # For audit: the customer line each qualification value was taken from.
+    qualification_sources: dict[str, str] = Field(default_factory=dict)
     objections: list[Objection] = Field(default_factory=list)
     interested: bool = False
+    # Questions the agent handed to the team (an approved "we'll follow up" answer, or a
+    # claim it may not make), in the lead's words.
+    open_questions: list[str] = Field(default_factory=list)
+    follow_up: FollowUp | None = None
     disposition: Disposition | None = None
 
 
@@ -102,11 +119,12 @@ class Slot(StrEnum):
 
 
 class LineReading(BaseModel):
-    """What one customer line means: three labels picked under guided decoding."""
+    """What one customer line means: labels picked under guided decoding."""
 
     intent: CustomerIntent
     slot: Slot = Slot.NONE
     objection: Objection | None = None
+    topic: str | None = None  # the catalog's approved answer the line asks for
 
 
 def labelling_messages(
@@ -192,13 +210,19 @@ PUSHES_BACK = ["no", "yes"]
 OBJECTION_CHOICES = [o.value for o in Objection]
 
 
-def apply(state: CallState, reading: LineReading, customer_line: str) -> CallState:
-    """The state after a customer line: a new fact fills its empty slot (in the customer's
-    own words), objections add up, the stage moves on, and an ending call gets its
-    disposition."""
+def apply(
+    state: CallState, reading: LineReading, customer_line: str, asked: Slot = Slot.NONE
+) -> CallState:
+    """The state after a customer line (`asked`: the slot the agent's line before it asked
+    about): a new fact fills its empty slot with the value the line states, objections add
+    up, the stage moves on, and an ending call gets its disposition."""
     known = state.qualification.model_dump()
-    if reading.slot is not Slot.NONE and not known[reading.slot.value]:
-        known[reading.slot.value] = customer_line[:200]
+    sources = dict(state.qualification_sources)
+    slot = reading.slot.value
+    if reading.slot is not Slot.NONE and not known[slot]:
+        value = extract(slot, customer_line, answers_question=asked is reading.slot)
+        if value:
+            known[slot], sources[slot] = value, customer_line
     objections = list(state.objections)
     if reading.objection and reading.objection not in objections:
         objections.append(reading.objection)
@@ -209,6 +233,7 @@ def apply(state: CallState, reading: LineReading, customer_line: str) -> CallSta
     new = state.model_copy(
         update={
             "qualification": Qualification(**known),
+            "qualification_sources": sources,
             "objections": objections,
             "interested": interested,
         }
@@ -246,7 +271,7 @@ def disposition_for(state: CallState, intent: CustomerIntent | None) -> Disposit
             return Disposition.VOICEMAIL
         case CustomerIntent.NOT_INTERESTED:
             return Disposition.NOT_INTERESTED
-        case CustomerIntent.GOODBYE if state.stage is Stage.CLOSING and state.interested:
+        case _ if state.follow_up is not None:
             return Disposition.FOLLOW_UP_BOOKED
         case _:
             return Disposition.INTERESTED if state.interested else Disposition.NOT_INTERESTED

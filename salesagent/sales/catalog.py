@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
@@ -32,6 +33,38 @@ class Agent(BaseModel):
         "Thanks for calling {company}. This number asked us not to call it, so we'll keep "
         "it that way. Goodbye."
     )
+    ai_disclosure: str = "I'm an AI assistant calling for {company}."
+    call_back_question: str = (
+        "Of course. When would be a good time to call you back, the day and the time?"
+    )
+    call_back_confirmation: str = (
+        "Great, I'll call you back {when}. Thanks, {first_name}, talk to you then. Goodbye."
+    )
+    deferral: str = (
+        "That's a good question, and I don't want to guess, so I'll have our team follow up "
+        "with you on it."
+    )
+
+
+class AnswerKind(StrEnum):
+    FACT = "fact"
+    NOT_OFFERED = "not_offered"
+    FOLLOW_UP = "follow_up"  # the team answers later: the question is kept on the call
+
+
+class Answer(BaseModel):
+    """An approved answer, said word for word when the line reading picks its topic."""
+
+    asks: str  # a line that asks for it: the line reading's worked example
+    kind: AnswerKind
+    # Words or phrases (lower case) that a line about the topic contains; the topic is
+    # offered to the reading only when one is there.
+    cues: list[str]
+    answer: str
+
+    def cued_by(self, line: str) -> bool:
+        line = line.lower()
+        return any(cue in line for cue in self.cues)
 
 
 class Product(BaseModel):
@@ -49,6 +82,18 @@ class Catalog(BaseModel):
     agent: Agent
     product: Product
     qualification_questions: dict[str, str]
+    answers: dict[str, Answer] = {}
+
+    def cued_topics(self, line: str) -> list[str]:
+        """The topics of approved answers whose cues are in `line`."""
+        return [topic for topic, answer in self.answers.items() if answer.cued_by(line)]
+
+    def approved_lines(self) -> list[str]:
+        """Everything the business approved word for word: the approved answers and the
+        scripted lines (with their fields still in braces)."""
+        return [a.answer for a in self.answers.values()] + [
+            value for value in self.agent.model_dump().values() if " " in value
+        ]
 
     def facts(self) -> str:
         """The catalog as short bullet lines for the system prompt."""

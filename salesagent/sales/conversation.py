@@ -58,14 +58,15 @@ def greeting(catalog: Catalog, customer_name: str) -> str:
     return scripted(catalog, catalog.agent.opening_line, customer_name)
 
 
-def scripted(catalog: Catalog, line: str, customer_name: str = "") -> str:
-    """One of the catalog's scripted lines, with its names filled in."""
+def scripted(catalog: Catalog, line: str, customer_name: str = "", **fields: str) -> str:
+    """One of the catalog's scripted lines, with its names (and `fields`) filled in."""
     a = catalog.agent
     return line.format(
         first_name=first_name(customer_name),
         agent=a.name,
         company=a.company,
         product=catalog.product.name,
+        **fields,
     )
 
 
@@ -92,28 +93,31 @@ def reply_messages(
                 f"{k.replace('_', ' ')}: {v}" for k, v in facts.items()
             )
         system += f"\nYour next step: {STAGE_GUIDANCE[state.stage]}"
-    if intent.ends_call:
+    if intent in _CLOSING_INSTRUCTIONS:
         system += _CLOSING_INSTRUCTIONS[intent]
-    elif intent is CustomerIntent.BUSY:
-        system += "\nThe customer is busy right now: offer to call back at a better time, briefly."
     return [{"role": "system", "content": system}, *_history_messages(history, history_limit)]
 
 
+# Endings the model words; a do-not-call request, a voicemail and a call-back get the
+# catalog's scripted lines instead (`service.AgentTurn`).
 _CLOSING_INSTRUCTIONS = {
     CustomerIntent.GOODBYE: "\nThe customer is ending the call: thank them and say goodbye.",
     CustomerIntent.NOT_INTERESTED: (
         "\nThe customer is not interested: respect that, thank them and say goodbye."
     ),
-    CustomerIntent.DO_NOT_CALL: (
-        "\nThe customer asked not to be called again: confirm they will not be called again, "
-        "apologise for the interruption and say goodbye."
-    ),
     CustomerIntent.WRONG_PERSON: "\nThis is the wrong person: apologise and say goodbye.",
-    CustomerIntent.VOICEMAIL: (
-        "\nThis is a voicemail: leave a one-sentence message with your name and company and "
-        "say you will call back."
-    ),
 }
+
+
+def instruction_text(messages: list[Message]) -> str:
+    """The reply prompt's own instructions: its system message without the facts the
+    agent may state (the catalog's lines, what the lead said, the lead's name)."""
+    lines = messages[0]["content"].splitlines()
+    return "\n".join(
+        line
+        for line in lines
+        if not line.startswith(("- ", "What the customer told you:", "The customer's name is"))
+    )
 
 
 _INTENT_EXAMPLES = [
@@ -156,24 +160,52 @@ def intent_messages(history: list[HistoryEntry]) -> list[Message]:
     return labelling_messages(_INTENT_INSTRUCTIONS, examples, history[-1].text if history else "")
 
 
-def reading_requests(history: list[HistoryEntry]) -> list[tuple[list[Message], list[str]]]:
+def topic_messages(catalog: Catalog, topics: list[str], customer_line: str) -> list[Message]:
+    """Which approved answer the line asks for, among `topics` (those it has cues of)."""
+    answers = catalog.answers
+    return labelling_messages(
+        "A customer on a sales call for an AI course said one line. Which of these topics "
+        "does the customer ask about? "
+        + " ".join(f'{t}: like "{answers[t].asks}"' for t in topics)
+        + " none: anything else, including facts about themselves and objections. "
+        "Answer with the label only.",
+        [
+            *((answers[t].asks, t) for t in topics),
+            ("I'm a nurse and I want to learn Python.", NO_TOPIC),
+            ("That's too expensive for me.", NO_TOPIC),
+        ],
+        customer_line,
+    )
+
+
+NO_TOPIC = "none"
+
+
+def reading_requests(
+    history: list[HistoryEntry], catalog: Catalog | None = None
+) -> list[tuple[list[Message], list[str]]]:
     """The guided-choice requests that read the customer's last line (sent together, so
-    vLLM batches them), in the order `reading_from` takes their answers."""
+    vLLM batches them), in the order `reading_from` takes their answers. The topic of an
+    approved answer is asked only when the line has one of its cues."""
     line = history[-1].text
-    return [
+    requests = [
         (intent_messages(history), [i.value for i in CustomerIntent]),
         (slot_messages(line), [s.value for s in Slot]),
         (objection_messages(line), PUSHES_BACK),
         (objection_kind_messages(line), OBJECTION_CHOICES),
     ]
+    if catalog and (topics := catalog.cued_topics(line)):
+        requests.append((topic_messages(catalog, topics, line), [NO_TOPIC, *topics]))
+    return requests
 
 
 def reading_from(answers: list[str]) -> LineReading:
-    intent, slot, pushes_back, kind = answers
+    intent, slot, pushes_back, kind, *topic = answers
     return LineReading(
         intent=CustomerIntent(intent),
         slot=Slot(slot),
         objection=Objection(kind) if pushes_back == "yes" else None,
+        topic=next((t for t in topic if t != NO_TOPIC), None),
     )
 
 
@@ -183,12 +215,6 @@ _ROLE_PREFIX = re.compile(
 # A line where the model starts writing the other side of the dialogue, or chat markup.
 _OTHER_SPEAKER = re.compile(
     r"(?:^|\n)\s*(?:\*\*)?(?:customer|user|human|client|system|prospect)(?:\*\*)?\s*:|<\|", re.I
-)
-# The coder model sometimes answers a sales line with an assistant's refusal.
-_REFUSAL = re.compile(
-    r"^(i'?m sorry|sorry|i apologi[sz]e),? but\b|as an ai (language model|assistant), i\b|"
-    r"\bi (can'?t|cannot) (assist|help) with (that|this)\b",
-    re.IGNORECASE,
 )
 
 
@@ -212,11 +238,6 @@ def tidy(text: str) -> str:
     return " ".join(text.split()).strip().strip('"').strip()
 
 
-def is_refusal(sentence: str) -> bool:
-    """An assistant's refusal ("I'm sorry, but I can't assist with that."): never spoken."""
-    return bool(_REFUSAL.search(sentence))
-
-
 # "Are you a robot?", "Is this a recording?", "Am I talking to a real person?"
 _ASKS_IF_AI = re.compile(
     r"\b(are you|is this|is that|am i (?:talking|speaking) (?:to|with))\b[^?.!]{0,30}?"
@@ -232,7 +253,12 @@ def asks_if_ai(customer_line: str) -> bool:
 
 
 def ai_disclosure(catalog: Catalog) -> str:
-    return f"I'm an AI assistant calling for {catalog.agent.company}."
+    return scripted(catalog, catalog.agent.ai_disclosure)
+
+
+def deferral(catalog: Catalog) -> str:
+    """Said in place of a commitment the business did not approve."""
+    return scripted(catalog, catalog.agent.deferral)
 
 
 FALLBACK_REPLY = "Sorry, could you say that again? I want to make sure I understand you."

@@ -4,9 +4,10 @@ Three small stages, each an async generator over the one before:
 
 - `model_sentences`: the LLM's streamed text, cut where the model starts another speaker's
   line, tidied (role tags, markup) and split into sentences. Closing it aborts generation.
-- `grounded`: a sentence that states a price, duration or discount the catalog does not,
-  or an assistant's refusal, is never spoken. When the first sentence fails, nothing has
-  been said yet and the reply is written again (once); a later failing sentence is dropped.
+- `checked`: each sentence passes the guardrails (`guardrails.check`) before it is spoken.
+  A commitment the business did not approve is replaced by the catalog's deferral, which
+  ends the reply. Any other failing sentence: when it is the first, nothing has been said
+  yet and the reply is written again (once); a later one is dropped.
 - `with_policy`: the dialog policy on top of the model's words: the AI disclosure first when
   the customer asks, and while qualifying, a reply that asks nothing ends with the next open
   qualification question. It also bounds the reply to `limit` sentences and never leaves
@@ -27,10 +28,10 @@ from salesagent.sales.conversation import (
     ai_disclosure,
     asks_if_ai,
     cut_other_speakers,
-    is_refusal,
+    deferral,
     tidy,
 )
-from salesagent.sales.grounding import unsupported_facts
+from salesagent.sales.guardrails import Context, check
 from salesagent.voice.sentences import SentenceSplitter
 
 
@@ -53,8 +54,8 @@ async def model_sentences(
         yield sentence
 
 
-async def grounded(
-    write: Callable[[], AsyncIterator[str]], catalog: Catalog, metrics: Metrics, attempts: int = 2
+async def checked(
+    write: Callable[[], AsyncIterator[str]], ctx: Context, metrics: Metrics, attempts: int = 2
 ) -> AsyncIterator[str]:
     """The sentences of `write()` that may be spoken; `write` is called again for a fresh
     reply when the first sentence of the last one failed."""
@@ -62,13 +63,16 @@ async def grounded(
         spoken = 0
         async with aclosing(write()) as sentences:
             async for sentence in sentences:
-                if problem := _problem(sentence, catalog):
-                    metrics.inc("salesagent_errors_total", stage="grounding", kind=problem)
-                    if spoken == 0 and attempt < attempts - 1:
-                        break  # nothing said yet: write the reply again
+                if (problem := check(sentence, ctx)) is None:
+                    spoken += 1
+                    yield sentence
                     continue
-                spoken += 1
-                yield sentence
+                metrics.inc("salesagent_guardrail_blocks_total", check=problem.value)
+                if problem.is_commitment:
+                    yield deferral(ctx.catalog)
+                    return  # what the model wrote next would build on the claim
+                if spoken == 0 and attempt < attempts - 1:
+                    break  # nothing said yet: write the reply again
             else:
                 return
         if spoken:
@@ -78,12 +82,6 @@ async def grounded(
 def ends_sentence(piece: str) -> bool:
     """Whether a piece ends a sentence (a leading clause does not)."""
     return piece.rstrip("\"')]\u201d\u2019")[-1:] in (".", "!", "?")
-
-
-def _problem(sentence: str, catalog: Catalog) -> str | None:
-    if is_refusal(sentence):
-        return "refusal"
-    return "unsupported" if unsupported_facts(sentence, catalog) else None
 
 
 async def with_policy(
@@ -123,13 +121,13 @@ def written_reply(
     llm_stream: Callable[[list[Message]], AsyncIterator[str]],
     messages: list[Message],
     customer_name: str,
-    catalog: Catalog,
+    ctx: Context,
     metrics: Metrics,
     first_clause_words: int | None = None,
 ) -> AsyncIterator[str]:
     """The model's checked sentences for `messages`, before the dialog policy."""
-    return grounded(
+    return checked(
         lambda: model_sentences(llm_stream(messages), customer_name, first_clause_words),
-        catalog,
+        ctx,
         metrics,
     )

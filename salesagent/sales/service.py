@@ -26,21 +26,26 @@ from salesagent.sales.call_state import (
     Disposition,
     LineReading,
     Slot,
+    Stage,
     apply,
     disposition_for,
     next_question,
 )
-from salesagent.sales.catalog import Catalog
+from salesagent.sales.catalog import AnswerKind, Catalog
 from salesagent.sales.conversation import (
     CustomerIntent,
     Message,
     asks_if_ai,
+    deferral,
     greeting,
+    instruction_text,
     reading_from,
     reading_requests,
     reply_messages,
     scripted,
 )
+from salesagent.sales.follow_up import follow_up_for, spoken
+from salesagent.sales.guardrails import Context
 from salesagent.sales.reply import ends_sentence, with_policy, written_reply
 from salesagent.voice.audio import decode_audio
 from salesagent.voice.stt import Transcript
@@ -180,11 +185,14 @@ class SalesCallService:
         )
 
     async def _read(self, history: list[HistoryEntry]) -> LineReading:
-        """Intent, qualification fact and objection of the customer's line: short guided
-        choices sent together, so vLLM batches them."""
+        """Intent, qualification fact, objection and the approved answer's topic of the
+        customer's line: short guided choices sent together, so vLLM batches them."""
         with timed(self.metrics, "llm_intent"):
             answers = await asyncio.gather(
-                *(self.llm.choose(m, choices) for m, choices in reading_requests(history))
+                *(
+                    self.llm.choose(m, choices)
+                    for m, choices in reading_requests(history, self.catalog)
+                )
             )
         return reading_from(answers)
 
@@ -300,6 +308,7 @@ class AgentTurn:
         self.result: Turn | None = None
         self.read_at: float | None = None  # when the line reading came in (monotonic)
         self.rewritten = False  # the reading changed the reply's instructions
+        self.ends = False  # the reply ends the call
         self._reading = asyncio.ensure_future(service._read(self.history))
         guess = LineReading(intent=CustomerIntent.CONTINUE)
         self._guess = self._messages(guess)
@@ -325,44 +334,103 @@ class AgentTurn:
         )
 
     def _written(self, messages: list[Message]) -> AsyncIterator[str]:
-        service = self._service
-        # The disclosure opens a reply by itself; otherwise speech may start with a clause.
-        clause = None if asks_if_ai(self.customer.text) else service.settings.first_clause_words
+        service, line = self._service, self.customer.text
+        # The disclosure opens a reply by itself, and a line about a topic of the approved
+        # answers gets whole sentences only: a clause is spoken before the rest of its
+        # sentence is checked. Otherwise speech may start with a clause.
+        whole = asks_if_ai(line) or service.catalog.cued_topics(line)
+        said = " ".join(e.text for e in self.history if e.speaker is Speaker.CUSTOMER)
         return written_reply(
             service.llm.stream,
             messages,
             self._session.customer_name,
-            service.catalog,
+            Context(
+                service.catalog,
+                instruction_text(messages),
+                line,
+                said,
+                self._session.customer_name.split(" ")[0],
+            ),
             service.metrics,
-            clause or None,
+            None if whole else service.settings.first_clause_words or None,
         )
+
+    def _agent_asked(self) -> str:
+        """The agent's line the customer answers."""
+        agent = [e.text for e in self._session.history if e.speaker is Speaker.AGENT]
+        return agent[-1] if agent else ""
+
+    def _scripted(self, reading: LineReading) -> list[str] | None:
+        """The reply's lines when the catalog words them (else None: the model writes it):
+        the do-not-call confirmation, the voicemail message, call-back scheduling, and an
+        approved answer. Books the call-back, and keeps a question for the team."""
+        service, line = self._service, self.customer.text
+        catalog, agent = service.catalog, service.catalog.agent
+        name = self._session.customer_name
+        if reading.intent is CustomerIntent.DO_NOT_CALL:
+            return [scripted(catalog, agent.do_not_call_confirmation, name)]
+        if reading.intent is CustomerIntent.VOICEMAIL:
+            return [scripted(catalog, agent.voicemail_message, name)]
+        if reading.intent.ends_call:
+            return None
+        question = scripted(catalog, agent.call_back_question, name)
+        answer = catalog.answers.get(reading.topic or "")
+        if reading.intent is CustomerIntent.BUSY or self._agent_asked() == question:
+            follow_up = follow_up_for(
+                line, self._session.phone_number, service.settings.default_timezone
+            )
+            if follow_up:
+                self.state = self.state.model_copy(
+                    update={"follow_up": follow_up, "stage": Stage.CLOSING}
+                )
+                self.state.disposition = Disposition.FOLLOW_UP_BOOKED
+                self.ends = True
+                when = spoken(follow_up)
+                return [scripted(catalog, agent.call_back_confirmation, name, when=when)]
+            if reading.intent is CustomerIntent.BUSY:
+                return [answer.answer, question] if answer else [question]
+        if answer is None:
+            return None
+        if answer.kind is AnswerKind.FOLLOW_UP:
+            self._keep_question()
+        return [answer.answer]
+
+    def _keep_question(self) -> None:
+        questions = [*self.state.open_questions, self.customer.text]
+        self.state = self.state.model_copy(update={"open_questions": questions})
 
     async def sentences(self) -> AsyncIterator[str]:
         """The reply's checked sentences, each as soon as it may be spoken."""
-        service = self._service
+        service, catalog = self._service, self._service.catalog
         self.reading = reading = await self._reading
         self.read_at = time.monotonic()
-        self.state = apply(self._session.state, reading, self.customer.text)
-        messages = self._messages(reading)
-        if messages == self._guess:
+        questions = catalog.qualification_questions
+        asked = next((Slot(s) for s, q in questions.items() if q in self._agent_asked()), None)
+        self.state = apply(self._session.state, reading, self.customer.text, asked or Slot.NONE)
+        self.ends = reading.intent.ends_call
+        lines = self._scripted(reading)
+        if lines is not None:
+            await self._speculative.cancel()
+            written = _lines(lines)
+        elif (messages := self._messages(reading)) == self._guess:
             written = self._speculative.items()
         else:
             service.metrics.inc("salesagent_reply_restarts_total")
             self.rewritten = True
             await self._speculative.cancel()
             written = self._written(messages)
-        ends = reading.intent.ends_call
-        questions = service.catalog.qualification_questions
-        source = with_policy(
+        source = with_policy(  # a scripted question (when to call back) asks no other
             written,
             customer_line=self.customer.text,
-            catalog=service.catalog,
-            question=None if ends else next_question(self.state, questions),
+            catalog=catalog,
+            question=None if self.ends else next_question(self.state, questions),
             limit=service.settings.max_reply_sentences,
-            ends_call=ends,
+            ends_call=self.ends,
         )
         async with aclosing(source):
             async for sentence in source:
+                if sentence == deferral(catalog):
+                    self._keep_question()
                 self.spoken.append(sentence)
                 yield sentence
 
@@ -391,7 +459,7 @@ class AgentTurn:
         said = self.heard if interrupted else self.reply
         reading = self.reading or LineReading(intent=CustomerIntent.CONTINUE)
         state = self.state or apply(self._session.state, reading, self.customer.text)
-        ends = reading.intent.ends_call and not interrupted
+        ends = self.ends and not interrupted
         if not ends and state.disposition:
             state = state.model_copy(update={"disposition": None})
         service = self._service
@@ -415,6 +483,11 @@ class AgentTurn:
             service.metrics.inc("salesagent_interruptions_total")
         if self.result.disposition:
             await service._ended(self.result.disposition)
+
+
+async def _lines(lines: list[str]) -> AsyncIterator[str]:
+    for line in lines:
+        yield line
 
 
 class _Prefetch:
