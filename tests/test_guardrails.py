@@ -57,6 +57,7 @@ def context(line: str, said: str = "", instructions: str = OLD_BUSY_PROMPT) -> C
             Problem.OFF_SCRIPT,
         ),
         ("How can I assist you today?", "Hello?", Problem.ASSISTANT),
+        ("The customer is interested in learning about the cost.", "Price?", Problem.INSTRUCTIONS),
         ("The bootcamp costs $499.", "How much is it?", Problem.PRICE_WITHOUT_OFFER),
         ("It costs $99.", "How much is it?", Problem.UNSUPPORTED),
     ],

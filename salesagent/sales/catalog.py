@@ -89,11 +89,11 @@ class Catalog(BaseModel):
         return [topic for topic, answer in self.answers.items() if answer.cued_by(line)]
 
     def approved_lines(self) -> list[str]:
-        """Everything the business approved word for word: the approved answers and the
-        scripted lines (with their fields still in braces)."""
-        return [a.answer for a in self.answers.values()] + [
-            value for value in self.agent.model_dump().values() if " " in value
-        ]
+        """What the business approved for the agent to say after the greeting, word for
+        word: the approved answers and the scripted lines (fields still in braces)."""
+        openings = {"name", "company", "opening_line", "inbound_opening_line"}
+        lines = self.agent.model_dump(exclude=openings).values()
+        return [a.answer for a in self.answers.values()] + list(lines)
 
     def facts(self) -> str:
         """The catalog as short bullet lines for the system prompt."""

@@ -123,6 +123,15 @@ _ABOUT_LEAD = re.compile(
     r"\byou (?:found|liked|enjoyed|loved|agreed|decided|chose) (?P<e>[^.,;!?]+)",
     re.I,
 )
+# Prompt wording in other words: the customer in the third person ("The customer is
+# interested in the cost."), or the prompt's instructions turned on the lead ("you can
+# offer to call back at a better time, briefly").
+_NARRATION = re.compile(
+    r"\bthe (?:customer|lead|prospect|caller|user)\b|"
+    r"\byou (?:can|should|may|must) (?:offer|pitch|introduce|apologi[sz]e|respect|thank them)\b|"
+    r"\bthank them\b|,? briefly[.!]?$",
+    re.I,
+)
 _OFF_SCRIPT = re.compile(
     r"\b(?:weather|sunny|rain(?:y|ing)?|snow(?:y|ing)?|temperature|degrees)\b|"
     r"\b(?:i live|where i am|here in|my (?:wife|husband|kids|family|weekend))\b",
@@ -200,7 +209,7 @@ def check(sentence: str, ctx: Context) -> Problem | None:
     if ctx.reintroduction.search(sentence):
         return Problem.REINTRODUCTION
     tokens = words(sentence)
-    if _runs(tokens, RUN_WORDS) & ctx.instruction_runs:
+    if _runs(tokens, RUN_WORDS) & ctx.instruction_runs or _NARRATION.search(sentence):
         return Problem.INSTRUCTIONS
     if _echoes(tokens, words(ctx.customer_line)) or _CUSTOMER_VOICE.search(sentence.strip()):
         return Problem.CUSTOMER_WORDS
