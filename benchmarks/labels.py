@@ -28,7 +28,8 @@ async def read_all(engine: VLLMChatEngine, lines: list[str]) -> list[dict[str, s
 
     async def read(line: str) -> dict[str, str]:
         requests = reading_requests([entry(Speaker.CUSTOMER, line)])
-        reading = reading_from(await asyncio.gather(*(engine.choose(*r) for r in requests)))
+        answers = await asyncio.gather(*(engine.choose(*r) for r in requests))
+        reading = reading_from(answers, line)
         objection = reading.objection.value if reading.objection else "none"
         return {"intent": reading.intent.value, "slot": reading.slot.value, "objection": objection}
 

@@ -42,6 +42,9 @@ def context(line: str, said: str = "", instructions: str = OLD_BUSY_PROMPT) -> C
         ("Sure, I can call you at 8 PM.", "Call me tonight.", Problem.DATE_TIME),
         ("I'll email you the brochure right away.", "Send me info.", Problem.PROMISE),
         ("You can get a full refund anytime.", "What if I quit?", Problem.REFUND),
+        ("Yes, it will.", "Will this guarantee me a job afterwards?", Problem.AFFIRMATION),
+        ("Absolutely!", "Can I get my money back if I don't like it?", Problem.AFFIRMATION),
+        ("Sure thing.", "Can you just email me the details?", Problem.AFFIRMATION),
         ("Students get a 20% discount.", "I'm a student.", Problem.DISCOUNT),
         ("Hi Raj, this is Alex from Edvantage AI.", "How do I sign up?", Problem.REINTRODUCTION),
         (
@@ -65,7 +68,16 @@ def context(line: str, said: str = "", instructions: str = OLD_BUSY_PROMPT) -> C
 def test_each_failure_class_heard_is_caught(sentence, line, problem):
     assert check(sentence, context(line)) is problem
     assert problem.is_commitment == (
-        problem in {"guarantee", "payment_terms", "date_time", "promise", "refund", "discount"}
+        problem
+        in {
+            "guarantee",
+            "payment_terms",
+            "date_time",
+            "promise",
+            "refund",
+            "discount",
+            "affirmation",
+        }
     )
 
 
@@ -84,6 +96,12 @@ def test_each_failure_class_heard_is_caught(sentence, line, problem):
 def test_sound_sentences_pass(sentence):
     said = "I'm a high school math teacher. I teach math and want to learn AI."
     assert check(sentence, context("Tell me more.", said)) is None
+
+
+def test_a_yes_to_a_plain_question_is_fine():
+    assert (
+        check("Yes, we have evening and weekend sessions.", context("Any evening classes?")) is None
+    )
 
 
 def test_prompt_wording_is_found_in_the_real_prompt_but_not_its_facts():

@@ -69,12 +69,12 @@ def service(store, llm, **limits):
 async def test_turn_stores_customer_and_agent_entries(store):
     svc = service(store, ScriptedLLM(["It runs twelve weeks. Want details? And more text."]))
     call = await svc.start_call("John Doe", "555-010-0100")
-    turn = await svc.respond(call.call_id, "How long is it?")
+    turn = await svc.respond(call.call_id, "What does it cover?")
     assert turn.reply == "It runs twelve weeks. Want details?"
     assert not turn.should_end_call and turn.intent is CustomerIntent.CONTINUE
     history = (await store.get(call.call_id)).history
     assert [(e.speaker, e.text) for e in history[1:]] == [
-        ("customer", "How long is it?"),
+        ("customer", "What does it cover?"),
         ("agent", "It runs twelve weeks. Want details?"),
     ]
 
@@ -117,7 +117,7 @@ async def test_ending_intent_ends_the_call(store):
 async def test_ungrounded_reply_is_regenerated_then_trimmed(store):
     svc = service(store, ScriptedLLM(["It costs $99 today.", "It costs $299. Only 5 weeks left!"]))
     call = await svc.start_call("John", "555-010-0100")
-    reply = (await svc.respond(call.call_id, "Price?")).reply
+    reply = (await svc.respond(call.call_id, "Tell me about it.")).reply
     assert reply == f"It costs $299. {QUESTIONS['background']}"
 
 
@@ -202,13 +202,13 @@ async def test_a_line_that_changes_the_instructions_gets_a_new_reply(store):
 async def test_an_interrupted_turn_stores_what_was_heard(store):
     svc = service(store, ScriptedLLM(["It runs twelve weeks, live online. Want details?"]))
     call = await svc.start_call("John", "555-010-0100")
-    async with svc.turn(call.call_id, "How long is it?", "test") as turn:
+    async with svc.turn(call.call_id, "What does it cover?", "test") as turn:
         async for sentence in turn.sentences():
             turn.interrupt(sentence[:14])
             break
     history = (await store.get(call.call_id)).history
     assert (history[-1].text, history[-1].interrupted) == ("It runs twelve", True)
-    assert history[-2].text == "How long is it?" and not history[-2].interrupted
+    assert history[-2].text == "What does it cover?" and not history[-2].interrupted
 
 
 async def test_a_turn_cancelled_before_anything_was_heard_stores_nothing(store):
@@ -278,15 +278,27 @@ async def test_a_commitment_the_model_makes_is_replaced_by_the_deferral(store):
 
 
 @pytest.mark.parametrize(
-    ("intent", "line"),
-    [("do_not_call", "do_not_call_confirmation"), ("voicemail", "voicemail_message")],
+    ("intent", "said", "line"),
+    [
+        ("do_not_call", "Stop calling me.", "do_not_call_confirmation"),
+        ("voicemail", "You've reached Sam, leave a message.", "voicemail_message"),
+    ],
 )
-async def test_legal_moments_get_the_catalogs_scripted_line(store, intent, line):
+async def test_legal_moments_get_the_catalogs_scripted_line(store, intent, said, line):
     svc = service(store, ScriptedLLM(["Thanks for not being called again!"], intent=intent))
     call = await svc.start_call("John Doe", f"555-010-{len(line):04d}")
-    turn = await svc.respond(call.call_id, "Whatever the line.")
+    turn = await svc.respond(call.call_id, said)
     assert turn.reply == scripted(CATALOG, getattr(CATALOG.agent, line), "John Doe")
     assert turn.should_end_call
+
+
+async def test_a_voicemail_reading_without_a_greeting_goes_on(store):
+    """A 0.5B model read "can you just send me an email?" as a voicemail."""
+    svc = service(store, ScriptedLLM(["Sure, I can help."], intent="voicemail"))
+    call = await svc.start_call("John Doe", "555-010-0300")
+    turn = await svc.respond(call.call_id, "I'm driving, can you just send me an email?")
+    assert not turn.should_end_call and turn.intent is CustomerIntent.CONTINUE
+    assert turn.reply.startswith(CATALOG.answers["email"].answer)
 
 
 async def test_a_fact_is_stored_as_its_value_with_its_source(store):

@@ -26,6 +26,7 @@ from salesagent.sales.call_state import (
     slot_messages,
 )
 from salesagent.sales.catalog import Catalog
+from salesagent.sales.facts import is_question
 
 
 def first_name(customer_name: str) -> str:
@@ -195,12 +196,26 @@ def reading_requests(
         (objection_kind_messages(line), OBJECTION_CHOICES),
     ]
     if catalog and (topics := catalog.cued_topics(line)):
-        requests.append((topic_messages(catalog, topics, line), [NO_TOPIC, *topics]))
+        # A question with a topic's cue asks for one of them ("none" would let a small
+        # model answer a payment question itself); one choice needs no request.
+        choices = topics if is_question(line) else [NO_TOPIC, *topics]
+        requests.append((topic_messages(catalog, topics, line), choices))
     return requests
 
 
-def reading_from(answers: list[str]) -> LineReading:
+# A voicemail greeting says so: without one of these, the line is not a voicemail (a
+# 0.5B model once read "can you just send me an email?" as one, and the call ended).
+_VOICEMAIL = re.compile(
+    r"leave (?:a|your) message|after the (?:tone|beep)|voice ?mail|mailbox|not available|"
+    r"unavailable|can'?t (?:come to|take) the (?:phone|call)|you'?ve reached|you have reached",
+    re.I,
+)
+
+
+def reading_from(answers: list[str], line: str) -> LineReading:
     intent, slot, pushes_back, kind, *topic = answers
+    if intent == CustomerIntent.VOICEMAIL and not _VOICEMAIL.search(line):
+        intent = CustomerIntent.CONTINUE
     return LineReading(
         intent=CustomerIntent(intent),
         slot=Slot(slot),

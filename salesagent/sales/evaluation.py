@@ -14,12 +14,13 @@ Each prospect (salesagent/data/prospects.yaml) holds a call over REST. Rules per
 - lead_facts: every stored qualification value is short, not a question, and in the
   customer line kept as its source; the disposition is follow_up_booked only with a
   booked time, and a prospect that books one gets it;
+- expected: where the prospect sets them, the disposition, words a reply must mention,
+  and words a stored lead fact must hold (the model must have read the fact);
 - ending: the call ends on the expected line and not before (or never, when none is set);
 - qualifies: for calls that last two agent turns, one of those two replies asks an open
   question (before the call ends);
 - short: every reply has at most two sentences besides the catalog's scripted lines;
 - clean: no role tags or chat markup in any reply;
-- disposition and reply_mentions: where the prospect sets them.
 The report is a Markdown table per prospect plus totals; `THRESHOLDS` are what CI requires.
 """
 
@@ -204,9 +205,6 @@ def _lead_fact_findings(result: CallResult) -> list[str]:
             or value.lower() not in source.lower()
         ):
             found.append(f"{slot} = {value!r} (from {source!r})")
-    for slot, word in p.lead_facts.items():
-        if word.lower() not in (qualification.get(slot) or "").lower():
-            found.append(f"{slot} = {qualification.get(slot)!r}, expected {word!r}")
     follow_up = state.get("follow_up")
     if (result.disposition == "follow_up_booked") != bool(follow_up) and result.ended_at:
         found.append(f"disposition {result.disposition} with follow_up {follow_up}")
@@ -226,6 +224,9 @@ def score(result: CallResult) -> dict[str, bool | None]:
     for line, words in p.reply_mentions.items():
         reply = replies[line - 1] if len(replies) >= line else ""
         expected.append(any(w.lower() in reply.lower() for w in words))
+    qualification = result.state.get("qualification", {})
+    for slot, word in p.lead_facts.items():
+        expected.append(word.lower() in (qualification.get(slot) or "").lower())
     first_two = replies[:2]
     sentences = _sentence_findings(result, catalog)
     lead_facts = _lead_fact_findings(result)

@@ -4,7 +4,8 @@ Two families of problems (`check` names the first one found):
 
 - Commitments the business did not approve: guarantees, refunds, discounts, payment
   terms, dates and times, and promises to act ("I'll email you"). The service cannot keep
-  them, so such a sentence is replaced by the catalog's deferral, and the lead's question
+  them, and a bare "yes" to a question about one is the same; so such a sentence is
+  replaced by the catalog's deferral, and the lead's question
   goes to the team. The approved answers and scripted lines are said by the service
   itself and are not checked here.
 - Role and script hygiene: prompt wording spoken (compared with the prompt's own text),
@@ -20,7 +21,8 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 
-from salesagent.sales.catalog import Catalog
+from salesagent.sales.catalog import AnswerKind, Catalog
+from salesagent.sales.facts import is_question
 from salesagent.sales.grounding import unsupported_facts
 
 
@@ -31,6 +33,7 @@ class Problem(StrEnum):
     PAYMENT_TERMS = "payment_terms"
     DATE_TIME = "date_time"
     PROMISE = "promise"
+    AFFIRMATION = "affirmation"  # "Yes, it will." to a question about a commitment
     UNSUPPORTED = "unsupported"  # a price, duration or discount not in the catalog
     PRICE_WITHOUT_OFFER = "price_without_offer"  # the standard price, and no word of the offer
     OFF_SCRIPT = "off_script"  # invented small talk: the weather, the agent's own life
@@ -53,6 +56,7 @@ _COMMITMENTS = {
     Problem.PAYMENT_TERMS,
     Problem.DATE_TIME,
     Problem.PROMISE,
+    Problem.AFFIRMATION,
 }
 
 _DAYS = r"(?:mon|tues|wednes|thurs|fri|satur|sun)days?"
@@ -94,6 +98,17 @@ _CLAIMS: dict[Problem, re.Pattern] = {
     ),
 }
 
+# The lead asks the agent to act ("can you email me", "will you hold the price").
+_ASKS_TO_ACT = re.compile(
+    r"\b(?:can|could|will|would) you (?:\w+ )?(?:email|e-mail|send|text|call|mail|hold|"
+    r"reserve|book|sign me|enroll me|waive|lower|give me)\b",
+    re.I,
+)
+_AFFIRMATIVE = re.compile(
+    r"^(?:yes|yeah|yep|sure|absolutely|definitely|of course|certainly|it will|it does|"
+    r"we do|we can|we will|i can|i will|you can|you will|that's right|correct)\b",
+    re.I,
+)
 _ASSISTANT = re.compile(
     r"\bhow (?:can|may|could) i (?:help|assist) you\b|\bis there anything else i can\b|"
     r"\bas an ai (?:language )?model\b|\bi'?m (?:here|happy) to (?:help|assist)\b|"
@@ -188,6 +203,16 @@ class Context:
     ):
         self.catalog = catalog
         self.customer_line = customer_line
+        # A question about a commitment (a guarantee, a refund, a payment plan, an act):
+        # a bare "yes" to it is that commitment.
+        self.asks_commitment = is_question(customer_line) and (
+            any(p.search(customer_line) for p in _CLAIMS.values())
+            or bool(_ASKS_TO_ACT.search(customer_line))
+            or any(
+                catalog.answers[t].kind is not AnswerKind.FACT
+                for t in catalog.cued_topics(customer_line)
+            )
+        )
         self.instruction_runs = _runs(words(instructions), RUN_WORDS)
         self.customer_stems = {_stem(w) for w in words(customer_said) if len(w) > 3}
         agent, company = re.escape(catalog.agent.name), re.escape(catalog.agent.company)
@@ -216,6 +241,8 @@ def check(sentence: str, ctx: Context) -> Problem | None:
     for problem, pattern in _CLAIMS.items():
         if pattern.search(sentence) and not _approved_offer(problem, sentence, ctx.catalog):
             return problem
+    if ctx.asks_commitment and _AFFIRMATIVE.search(sentence.strip()):
+        return Problem.AFFIRMATION
     if unsupported_facts(sentence, ctx.catalog):
         return Problem.UNSUPPORTED
     if _standard_price_alone(sentence, ctx.catalog):

@@ -190,11 +190,11 @@ class SalesCallService:
         with timed(self.metrics, "llm_intent"):
             answers = await asyncio.gather(
                 *(
-                    self.llm.choose(m, choices)
+                    self.llm.choose(m, choices) if len(choices) > 1 else _decided(choices[0])
                     for m, choices in reading_requests(history, self.catalog)
                 )
             )
-        return reading_from(answers)
+        return reading_from(answers, history[-1].text)
 
     def _within_limits(self, session: CallSession) -> CallSession:
         turns = sum(1 for e in session.history if e.speaker is Speaker.CUSTOMER)
@@ -483,6 +483,10 @@ class AgentTurn:
             service.metrics.inc("salesagent_interruptions_total")
         if self.result.disposition:
             await service._ended(self.result.disposition)
+
+
+async def _decided(choice: str) -> str:
+    return choice
 
 
 async def _lines(lines: list[str]) -> AsyncIterator[str]:
