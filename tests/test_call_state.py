@@ -135,3 +135,15 @@ def test_phone_numbers_normalize(raw, normalized):
 def test_impossible_phone_numbers_say_what_is_wrong(raw, says):
     with pytest.raises(ValueError, match=says):
         normalize_phone(raw)
+
+
+def test_an_answer_to_the_agents_question_is_read_even_when_the_reading_missed_it():
+    # The 0.5B reading once labelled "I'm a data analyst." as no fact, and the agent asked
+    # for the lead's work again.
+    state = apply(CallState(), read(), "I'm a data analyst.", asked=Slot.BACKGROUND)
+    assert state.qualification.background == "data analyst"
+    # Without a pattern the reading must agree: "Sure, go ahead." is no background.
+    assert (
+        apply(CallState(), read(), "Sure, go ahead.", asked=Slot.BACKGROUND).qualification.known()
+        == 0
+    )

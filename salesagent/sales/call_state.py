@@ -218,8 +218,10 @@ def apply(
     up, the stage moves on, and an ending call gets its disposition."""
     known = state.qualification.model_dump()
     sources = dict(state.qualification_sources)
-    slot = reading.slot.value
-    if reading.slot is not Slot.NONE and not known[slot]:
+    # The reading's slot; else the one the agent asked for, whose value must then be
+    # stated in so many words (a short answer counts only when the reading agrees).
+    slot = (reading.slot if reading.slot is not Slot.NONE else asked).value
+    if slot != Slot.NONE and not known[slot]:
         value = extract(slot, customer_line, answers_question=asked is reading.slot)
         if value:
             known[slot], sources[slot] = value, customer_line
