@@ -144,3 +144,9 @@ def test_no_usable_time_books_nothing_and_an_unknown_zone_uses_the_setting():
     assert lead_timezone("+15555550123", "Europe/Berlin") == ("Europe/Berlin", False)
     booked = follow_up_for("Call me in two hours.", "+15555550123", "Europe/Berlin", NOW)
     assert booked.at == "2026-12-02T13:00:00+01:00" and booked.timezone_from == "default"
+
+
+def test_a_topic_is_cued_by_the_start_of_a_word():
+    assert CATALOG.cued_topics("I feel it might be good for me") == []
+    assert CATALOG.cued_topics("Is there financing?") == ["payment_plan"]
+    assert CATALOG.cued_topics("Is it $299?") == ["price"]

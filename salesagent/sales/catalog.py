@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -57,14 +58,19 @@ class Answer(BaseModel):
 
     asks: str  # a line that asks for it: the line reading's worked example
     kind: AnswerKind
-    # Words or phrases (lower case) that a line about the topic contains; the topic is
+    # Words or phrases that a line about the topic contains (whole words); the topic is
     # offered to the reading only when one is there.
     cues: list[str]
     answer: str
 
     def cued_by(self, line: str) -> bool:
-        line = line.lower()
-        return any(cue in line for cue in self.cues)
+        """A cue is in the line as whole words, or their plural ("fee" is not in "feel")."""
+        return any(
+            re.search(
+                (r"\b" if cue[0].isalnum() else "") + re.escape(cue) + r"(?:e?s)?\b", line, re.I
+            )
+            for cue in self.cues
+        )
 
 
 class Product(BaseModel):
