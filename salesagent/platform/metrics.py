@@ -65,9 +65,8 @@ DEFINITIONS: dict[str, Definition] = {
     ),
     "salesagent_guardrail_blocks_total": Definition(
         Kind.COUNTER,
-        "Reply sentences kept from the customer by a guardrail (check: guarantee, refund, "
-        "discount, payment_terms, date_time, promise, unsupported, instructions, "
-        "reintroduction, customer_words, assistant, refusal, lead_claim)",
+        "Reply sentences kept from the customer by a guardrail (check: the problem found, "
+        "salesagent.sales.guardrails.Problem)",
         ("check",),
     ),
     "salesagent_reply_restarts_total": Definition(
