@@ -119,11 +119,9 @@ def load_prospects(path: Path = PROSPECTS) -> list[Prospect]:
     return [Prospect.model_validate(p) for p in yaml.safe_load(path.read_text())]
 
 
-def _own_sentence_count(reply: str, catalog: Catalog) -> int:
-    """The reply's sentences but for the catalog's scripted lines, whose length the
-    business chose."""
-    approved = _approved_sentences(catalog)
-    return sum(not any(p.fullmatch(s) for p in approved) for s in split_sentences(reply))
+def _own_sentences(reply: str, approved: list[re.Pattern]) -> list[str]:
+    """The reply's sentences but for the catalog's approved and scripted ones."""
+    return [s for s in split_sentences(reply) if not any(p.fullmatch(s) for p in approved)]
 
 
 _BLANK = "\x00"  # a field the service fills in (a name, a booked time)
@@ -162,21 +160,20 @@ def _instructions(catalog: Catalog) -> str:
     return "\n".join(dict.fromkeys(texts))
 
 
-def _sentence_findings(result: CallResult, catalog: Catalog) -> dict[str, list[str]]:
+def _sentence_findings(
+    result: CallResult, catalog: Catalog, approved: list[re.Pattern]
+) -> dict[str, list[str]]:
     """Each reply sentence the guardrails would not have let through, by rule."""
-    approved = _approved_sentences(catalog)
     instructions = _instructions(catalog)
     found: dict[str, list[str]] = {"instructions": [], "commitments": [], "script": []}
     said = ""
     for line, reply in zip(result.prospect.lines, result.replies, strict=False):
         said += f" {line}"
         ctx = Context(catalog, instructions, line, said, "Jordan")
-        for sentence in split_sentences(reply):
-            if any(p.fullmatch(sentence) for p in approved):
-                continue
+        for sentence in _own_sentences(reply, approved):
             problem = check(sentence, ctx)
-            if problem is None or problem in (Problem.UNSUPPORTED, Problem.REFUSAL):
-                continue  # numbers are the facts rule's; refusals the clean rule's
+            if problem in (None, Problem.UNSUPPORTED):
+                continue  # numbers are the facts rule's
             rule = (
                 "instructions"
                 if problem is Problem.INSTRUCTIONS
@@ -228,7 +225,8 @@ def score(result: CallResult) -> dict[str, bool | None]:
     for slot, word in p.lead_facts.items():
         expected.append(word.lower() in (qualification.get(slot) or "").lower())
     first_two = replies[:2]
-    sentences = _sentence_findings(result, catalog)
+    approved = _approved_sentences(catalog)
+    sentences = _sentence_findings(result, catalog, approved)
     lead_facts = _lead_fact_findings(result)
     result.findings = [
         f"{rule}: {finding}" for rule, items in sentences.items() for finding in items
@@ -245,7 +243,8 @@ def score(result: CallResult) -> dict[str, bool | None]:
             if len(first_two) == 2 and (p.end_at is None or p.end_at > 2)
             else None
         ),
-        "short": all(_own_sentence_count(r, catalog) <= 2 for r in replies),
+        # The length of the catalog's scripted lines is the business's choice.
+        "short": all(len(_own_sentences(r, approved)) <= 2 for r in replies),
         "clean": not any(_ROLE_TAG.search(r) for r in replies),
         "expected": all(expected) if expected else None,
     }
