@@ -419,11 +419,14 @@ class AgentTurn:
             self.rewritten = True
             await self._speculative.cancel()
             written = self._written(messages)
+        question = None if self.ends else next_question(self.state, questions)
+        if question and question in self._agent_asked():
+            question = None  # asked just now: the lead chose to ask something else first
         source = with_policy(  # a scripted question (when to call back) asks no other
             written,
             customer_line=self.customer.text,
             catalog=catalog,
-            question=None if self.ends else next_question(self.state, questions),
+            question=question,
             limit=service.settings.max_reply_sentences,
             ends_call=self.ends,
         )
