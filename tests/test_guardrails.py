@@ -138,6 +138,20 @@ def test_a_call_back_time_is_read_in_the_leads_time_zone():
     assert morning.at.startswith("2026-12-04T09:00") and morning.timezone == "America/Los_Angeles"
 
 
+@pytest.mark.parametrize(
+    ("line", "hour"),
+    [
+        ("Friday at 10 in the morning.", "10:00"),  # was booked at 9: "at 10" went unread
+        ("Thursday at 3", "15:00"),
+        ("tomorrow at 8 in the evening", "20:00"),
+        ("around 4 o'clock tomorrow", "16:00"),
+        ("at 9:30 on Monday", "09:30"),
+    ],
+)
+def test_a_bare_hour_is_read_as_a_call_back_means_it(line, hour):
+    assert f"T{hour}:00" in follow_up_for(line, "+12125550123", "UTC", NOW).at
+
+
 def test_no_usable_time_books_nothing_and_an_unknown_zone_uses_the_setting():
     for line in ["I'm busy.", "Next week.", "tomorrow", "How much does it cost?", "I may be free"]:
         assert follow_up_for(line, "+12125550123", "UTC", NOW) is None, line

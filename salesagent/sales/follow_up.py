@@ -8,6 +8,7 @@ A time is usable only with an hour, or a part of the day; "next week" alone is n
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -33,9 +34,31 @@ def lead_timezone(phone_number: str, default: str) -> tuple[str, bool]:
     return default, False
 
 
+# "at 10", "around 3:30", "at 4 o'clock": parsedatetime reads no hour from a bare number.
+_BARE_HOUR = re.compile(
+    r"\b(at|around|about|after|by) (\d{1,2})(?::(\d{2}))?(?: ?o'?clock)?\b(?!:| ?[ap]\.?m\b)",
+    re.I,
+)
+_LATER_HALF = re.compile(r"\b(?:afternoon|evening|night|tonight)\b", re.I)
+
+
+def _with_half_of_day(line: str) -> str:
+    """A bare hour made explicit, as a call-back means it: in the half of the day the line
+    names, else 8 to 11 in the morning and 12 to 7 in the afternoon or evening."""
+
+    def explicit(match: re.Match) -> str:
+        word, hour, minutes = match.group(1), int(match.group(2)), match.group(3) or "00"
+        if not 1 <= hour <= 12:
+            return match.group(0)
+        later = _LATER_HALF.search(line) or ("morning" not in line.lower() and not 8 <= hour < 12)
+        return f"{word} {hour}:{minutes} {'pm' if later else 'am'}"
+
+    return _BARE_HOUR.sub(explicit, line)
+
+
 def call_back_time(line: str, now: datetime) -> datetime | None:
     """The time `line` asks to be called back at, in `now`'s zone, or None without one."""
-    when, context = _CALENDAR.parseDT(line, sourceTime=now, tzinfo=now.tzinfo)
+    when, context = _CALENDAR.parseDT(_with_half_of_day(line), sourceTime=now, tzinfo=now.tzinfo)
     if not context.hasTime:
         return None
     if context.accuracy & context.ACU_HALFDAY and not context.accuracy & context.ACU_HOUR:

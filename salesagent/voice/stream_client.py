@@ -181,6 +181,7 @@ async def stream_call(
                         turn_over.set()
                 elif kind == "turn_done" and turn is not None:
                     turn.done, turn.timeline = True, data.get("timeline", {})
+                    turn.ended = bool(data.get("should_end_call"))  # `system` follows
                     turn.end_of_turn_wait_s = data.get("end_of_turn_wait_s")
                     turn.rewritten = bool(data.get("rewritten"))
                     turn_over.set()
@@ -198,7 +199,7 @@ async def stream_call(
         tasks = [asyncio.ensure_future(t()) for t in (send_mic, acknowledge, receive)]
         receiver = tasks[2]
         try:
-            await _first(asyncio.wait_for(ready.wait(), timeout_s), receiver)
+            await _first(ready, timeout_s, receiver)
             await asyncio.sleep(0.5)  # let the greeting start
             await speaker.drained(pause_s)
             for n, (text, samples) in enumerate(lines, start=1):
@@ -214,17 +215,17 @@ async def stream_call(
                     # says `interrupted` (or the reply ends first).
                     state["barge_start"] = sent_at + start_s
                     await mic.put(samples)
-                    await _first(asyncio.wait_for(turn_over.wait(), timeout_s), receiver)
+                    await _first(turn_over, timeout_s, receiver)
                     turn_over.clear()
                     state["barge_start"] = None
                 else:
                     await mic.put(samples)
                 state["turn"], state["speech_end"] = turn, sent_at + end_s
                 if interrupt_after is not None and n == interrupt_turn and n < len(lines):
-                    await _first(asyncio.wait_for(reply_audio.wait(), timeout_s), receiver)
+                    await _first(reply_audio, timeout_s, receiver)
                     await asyncio.sleep(interrupt_after)
                     continue
-                await _first(asyncio.wait_for(turn_over.wait(), timeout_s), receiver)
+                await _first(turn_over, timeout_s, receiver)
                 if turn.ended:
                     break
                 await speaker.drained(pause_s)
@@ -236,12 +237,16 @@ async def stream_call(
     return call
 
 
-async def _first(awaitable, receiver: asyncio.Task):
-    """Wait for `awaitable`, but fail at once if the receiver died (a refused connection)."""
-    waiting = asyncio.ensure_future(awaitable)
+async def _first(event: asyncio.Event, timeout_s: float, receiver: asyncio.Task) -> None:
+    """Wait for `event`, but fail at once if the receiver died (a refused connection). An
+    event it set before it ended counts: the agent ending the call sends `turn_done`, then
+    `system`, and the receiver is over before this waiter has run."""
+    waiting = asyncio.ensure_future(asyncio.wait_for(event.wait(), timeout_s))
     done, _ = await asyncio.wait({waiting, receiver}, return_when=asyncio.FIRST_COMPLETED)
     if waiting in done:
         return waiting.result()
     waiting.cancel()
+    if event.is_set():
+        return
     receiver.result()  # raises what killed it
     raise RuntimeError("the server closed the voice connection")
