@@ -405,8 +405,8 @@ class AgentTurn:
         self.reading = reading = await self._reading
         self.read_at = time.monotonic()
         questions = catalog.qualification_questions
-        asked = next((Slot(s) for s, q in questions.items() if q in self._agent_asked()), None)
-        self.state = apply(self._session.state, reading, self.customer.text, asked or Slot.NONE)
+        asked = next((Slot(s) for s, q in questions.items() if q in self._agent_asked()), Slot.NONE)
+        self.state = apply(self._session.state, reading, self.customer.text, asked)
         self.ends = reading.intent.ends_call
         lines = self._scripted(reading)
         if lines is not None:
@@ -430,9 +430,10 @@ class AgentTurn:
             limit=service.settings.max_reply_sentences,
             ends_call=self.ends,
         )
+        deferred = deferral(catalog)
         async with aclosing(source):
             async for sentence in source:
-                if sentence == deferral(catalog):
+                if sentence == deferred:
                     self._keep_question()
                 self.spoken.append(sentence)
                 yield sentence
