@@ -84,6 +84,45 @@ def test_the_first_sentence_may_start_as_a_clause():
     assert SentenceSplitter(first_clause_words=2).feed("It has 1,000 hours") == []
 
 
+def feed_by_character(splitter: SentenceSplitter, text: str) -> list[str]:
+    out = []
+    for i in range(1, len(text) + 1):
+        out += splitter.feed(text[:i])
+    return out + splitter.feed(text, final=True)
+
+
+def test_a_long_first_sentence_without_commas_is_cut_before_a_phrase():
+    text = "This is about a special offer for a round of live classes with mentors. And more."
+    assert feed_by_character(SentenceSplitter(first_clause_words=5), text) == [
+        "This is about a special offer",  # five words or more, then "for" written out
+        "for a round of live classes with mentors.",
+        "And more.",
+    ]
+    # Not before "for" in "forward", not under five words, and never without the option.
+    assert SentenceSplitter(first_clause_words=5).feed("We really do all look forward") == []
+    assert SentenceSplitter(first_clause_words=5).feed("It is a course for ") == []
+    assert feed_by_character(SentenceSplitter(), text)[0] == text.split(". ")[0] + "."
+
+
+async def _rest_of_a_clause(instructions: str) -> list[str]:
+    ctx = Context(CATALOG, instructions, "Why?", "Why?")
+    pieces = ["Now I will answer objections calmly", "with the facts above.", "Next one."]
+    return await collect(checked(lambda: _pieces(pieces), ctx, Counter()))
+
+
+async def _pieces(pieces: list[str]):
+    for piece in pieces:
+        yield piece
+
+
+def test_the_rest_of_a_clause_is_checked_with_it():
+    # Each piece passes alone; the whole sentence reads out the prompt, so its rest is dropped.
+    said = asyncio.run(_rest_of_a_clause("Then answer objections calmly with the facts above."))
+    assert said == ["Now I will answer objections calmly", "Next one."]
+    said = asyncio.run(_rest_of_a_clause("Be brief."))
+    assert said == ["Now I will answer objections calmly", "with the facts above.", "Next one."]
+
+
 async def _policy_counts_a_clause_and_its_sentence_once():
     async def source():
         for piece in ["The bootcamp runs twelve weeks,", "with live classes.", "And more."]:

@@ -60,11 +60,13 @@ async def checked(
     """The sentences of `write()` that may be spoken; `write` is called again for a fresh
     reply when the first sentence of the last one failed."""
     for attempt in range(attempts):
-        spoken = 0
+        spoken, clause = 0, ""  # `clause`: a leading clause said, whose sentence goes on
         async with aclosing(write()) as sentences:
             async for sentence in sentences:
-                if (problem := check(sentence, ctx)) is None:
+                # The rest of a sentence is checked with its clause: the whole claim.
+                if (problem := check(f"{clause} {sentence}".strip(), ctx)) is None:
                     spoken += 1
+                    clause = "" if ends_sentence(sentence) else sentence
                     yield sentence
                     continue
                 metrics.inc("salesagent_guardrail_blocks_total", check=problem.value)
@@ -73,6 +75,7 @@ async def checked(
                     return  # what the model wrote next would build on the claim
                 if spoken == 0 and attempt < attempts - 1:
                     break  # nothing said yet: write the reply again
+                clause = ""  # the rest of its sentence is dropped
             else:
                 return
         if spoken:
