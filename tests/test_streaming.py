@@ -14,6 +14,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from salesagent.sales.catalog import load_catalog
 from salesagent.voice.pcm import pcm16 as pcm
 from salesagent.voice.stream_client import stream_call
 from tests.conftest import API, wait_until
@@ -84,6 +85,11 @@ def test_a_whole_streamed_call(tiny_app):
         assert turn.sentences and len(turn.audio) > 0
         assert turn.first_audio_s is not None and turn.first_audio_s < 30
         assert set(turn.timeline) >= {"stt", "read", "first_sentence", "first_audio"}
+    # The price question gets the catalog's answer, word for word, and says so.
+    approved = [a.answer for a in load_catalog().answers.values()]
+    assert call.turns[0].worded_by == "catalog"
+    assert any(answer in call.turns[0].sentences for answer in approved)
+    assert call.turns[1].worded_by in ("catalog", "model")
     history = conversation(tiny_app, call_id)["history"]
     assert [e["speaker"] for e in history] == ["agent", "customer", "agent", "customer", "agent"]
     assert history[1]["text"] == call.turns[0].transcript

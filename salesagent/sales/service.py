@@ -308,6 +308,7 @@ class AgentTurn:
         self.result: Turn | None = None
         self.read_at: float | None = None  # when the line reading came in (monotonic)
         self.rewritten = False  # the reading changed the reply's instructions
+        self.worded_by = "model"  # or "catalog": the catalog's words, no model reply
         self.ends = False  # the reply ends the call
         self._reading = asyncio.ensure_future(service._read(self.history))
         guess = LineReading(intent=CustomerIntent.CONTINUE)
@@ -411,6 +412,7 @@ class AgentTurn:
         lines = self._scripted(reading)
         if lines is not None:
             await self._speculative.cancel()
+            self.worded_by = "catalog"
             written = _lines(lines)
         elif (messages := self._messages(reading)) == self._guess:
             written = self._speculative.items()

@@ -400,6 +400,7 @@ class RealtimeVoiceChat:
                 "timeline": reply.timeline(),
                 "end_of_turn_wait_s": reply.end_of_turn_wait_s,
                 "rewritten": turn.rewritten,
+                "worded_by": turn.worded_by,
             }
         )
         if result.should_end_call:

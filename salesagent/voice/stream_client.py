@@ -42,6 +42,7 @@ class StreamTurn:
     timeline: dict[str, float] = field(default_factory=dict)  # the server's, from turn_done
     end_of_turn_wait_s: float | None = None  # the server's: end of speech -> end of turn
     rewritten: bool = False  # the server wrote the reply again after reading the line
+    worded_by: str = ""  # the server's: "model" (written for this turn) or "catalog"
     audio_at: float | None = None  # when its first agent audio came (time.monotonic)
     sentence_at: list[float] = field(default_factory=list)  # when each sentence was announced
 
@@ -184,6 +185,7 @@ async def stream_call(
                     turn.ended = bool(data.get("should_end_call"))  # `system` follows
                     turn.end_of_turn_wait_s = data.get("end_of_turn_wait_s")
                     turn.rewritten = bool(data.get("rewritten"))
+                    turn.worded_by = data.get("worded_by", "")
                     turn_over.set()
                 elif kind == "error":
                     if turn is not None:

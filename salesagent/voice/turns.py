@@ -34,7 +34,7 @@ class TurnSettings(BaseModel):
     vad_threshold: float = Field(default=0.5, gt=0, lt=1)
     speech_start_s: float = 0.1
     # Silence after speech at which the turn's work starts, ahead of the end of turn.
-    pause_s: float = 0.25
+    pause_s: float = 0.2
     # Silence that ends the customer's turn (Hibari, the test voice, pauses ~0.65 s between
     # sentences; people pause less).
     end_of_turn_s: float = 0.8
