@@ -87,11 +87,13 @@ def record_events(page: Page) -> None:
         const light = document.getElementById("agent-speaking");
         let on = light.dataset.on;
         new MutationObserver(() => {  // the page sets the light every 100 ms: changes only
-          if (light.dataset.on !== on) window.testEvents.push(`agent ${on === "true" ? "off" : "on"}`);
+          if (light.dataset.on !== on)
+            window.testEvents.push(light.dataset.on === "true" ? "agent on" : "agent off");
           on = light.dataset.on;
         }).observe(light, { attributes: true, attributeFilter: ["data-on"] });
         new MutationObserver(() => window.testEvents.push("interrupted")).observe(
-          document.getElementById("interruptions"), { childList: true, characterData: true, subtree: true }
+          document.getElementById("interruptions"),
+          { childList: true, characterData: true, subtree: true }
         );
         new MutationObserver((changes) => {
           for (const change of changes)
