@@ -14,10 +14,12 @@ import logging
 import time
 from collections import deque
 
-from ray import serve
 from redis.exceptions import RedisError
 
+from deployments.fleet import Fleet
 from deployments.telemetry import scrape_cluster
+from salesagent.platform.capacity import CapacityReport
+from salesagent.platform.capacity import report as capacity_report
 from salesagent.platform.health import ServiceHealth, assess, overall
 from salesagent.platform.metrics import StageStats, parse_prometheus, stage_stats
 from salesagent.platform.schemas import HealthResponse
@@ -37,8 +39,9 @@ SERVICES = {
 
 
 class HealthReporter:
-    def __init__(self, settings: Settings, llm, stt, tts, store: SessionStore):
+    def __init__(self, settings: Settings, llm, stt, tts, store: SessionStore, fleet: Fleet):
         self._settings = settings
+        self._fleet = fleet
         self._probes = {
             "llm": (llm.ready, LLMUnavailable),
             "stt": (stt.ready, STTUnavailable),
@@ -52,7 +55,7 @@ class HealthReporter:
         names = [*self._probes, "redis"]
         probes = await asyncio.gather(*(self._probe(n) for n in self._probes), self._ping())
         replicas, metrics = await asyncio.gather(
-            self._replicas(timeout), self._recent_metrics(timeout)
+            self._fleet.replicas(fresh=True), self._recent_metrics(timeout)
         )
         now, before = metrics
         services: dict[str, ServiceHealth] = {}
@@ -71,7 +74,18 @@ class HealthReporter:
             llm_service_status=llm.status,
             llm_service_details=llm.details,
             services=services,
+            capacity=await self._capacity(),
         )
+
+    async def _capacity(self) -> CapacityReport | None:
+        try:
+            active = await asyncio.wait_for(
+                self._store.active_count(), self._settings.health_timeout_s
+            )
+        except (TimeoutError, RedisError, OSError):
+            return None  # Redis's own entry says why
+        running = await self._fleet.running("LLMDeployment")
+        return capacity_report(self._settings.capacity, running, active)
 
     async def _probe(self, name: str) -> tuple[bool, str]:
         ready, unavailable = self._probes[name]
@@ -86,26 +100,6 @@ class HealthReporter:
             return True, "redis reachable"
         except (TimeoutError, RedisError, OSError) as exc:
             return False, f"redis unreachable ({type(exc).__name__})"
-
-    async def _replicas(self, timeout_s: float) -> dict[str, tuple[tuple[int, int], str]]:
-        """{deployment: ((running, wanted), Serve's message)} of this application, from
-        Serve's controller."""
-        try:
-            status = await asyncio.wait_for(asyncio.to_thread(serve.status), timeout_s)
-            app = status.applications[serve.get_replica_context().app_name]
-        except Exception as exc:  # the report still answers without replica counts
-            logger.warning("replica counts unavailable: %r", exc)
-            return {}
-        return {
-            name: (
-                (
-                    sum(n for state, n in d.replica_states.items() if str(state) == "RUNNING"),
-                    sum(d.replica_states.values()),
-                ),
-                _gist(d.message),
-            )
-            for name, d in app.deployments.items()
-        }
 
     async def _recent_metrics(self, timeout_s: float) -> tuple[dict, dict]:
         """(metrics now, metrics at the start of the window) as parsed samples."""
@@ -122,11 +116,3 @@ class HealthReporter:
         oldest_t, oldest = self._snapshots[0]
         # Younger than the window: everything since start-up is recent.
         return now, (oldest if oldest_t <= t - window else {})
-
-
-def _gist(message: str) -> str:
-    """Serve's message about a deployment, without the traceback's middle: its first line
-    and its last (the error a failing constructor raised, which says what to fix)."""
-    lines = [line.strip() for line in message.splitlines() if line.strip()]
-    gist = " ... ".join([lines[0], lines[-1]]) if len(lines) > 2 else " ".join(lines)
-    return gist[:800]

@@ -22,9 +22,11 @@ from redis.exceptions import RedisError
 
 from deployments.body_limit import BodyLimit
 from deployments.clients import ServeLLMClient, ServeSTTClient, ServeTTSClient
+from deployments.fleet import Fleet
 from deployments.health_report import HealthReporter
 from deployments.telemetry import RayMetrics, scrape_cluster
 from salesagent.platform.auth import KeyStore, RateLimited, Unauthorized
+from salesagent.platform.capacity import AtCapacity, fleet_capacity
 from salesagent.platform.metrics import only_own_metrics
 from salesagent.platform.schemas import (
     CallList,
@@ -122,6 +124,23 @@ async def _rate_limited(_: Request, exc: RateLimited) -> JSONResponse:
     return response
 
 
+@app.exception_handler(AtCapacity)
+async def _at_capacity(request: Request, exc: AtCapacity) -> JSONResponse:
+    """A dialer is told to come back; the body says why, with the figures."""
+    retry_after_s = request.app.state.retry_after_s
+    response = JSONResponse(
+        status_code=503,
+        content={
+            "detail": str(exc),
+            "capacity": exc.capacity,
+            "active_calls": exc.active,
+            "retry_after_s": retry_after_s,
+        },
+    )
+    response.headers["Retry-After"] = str(retry_after_s)
+    return response
+
+
 @app.exception_handler(RedisError)
 async def _store_unavailable(_: Request, exc: RedisError) -> JSONResponse:
     logger.error("session store error: %r", exc)
@@ -194,6 +213,8 @@ class SalesIngress:
         self.settings = settings
         self.telemetry = RayMetrics()
         self.store = SessionStore(settings.redis, metrics=self.telemetry)
+        self.fleet = Fleet(settings.health_timeout_s)
+        app.state.retry_after_s = settings.capacity.retry_after_s
         timeout, ready_timeout = settings.llm.request_timeout_s, settings.health_timeout_s
         llm_client = ServeLLMClient(llm, timeout, ready_timeout)
         stt_client = ServeSTTClient(stt, timeout, ready_timeout)
@@ -208,9 +229,10 @@ class SalesIngress:
             audio=settings.audio,
             metrics=self.telemetry,
             limits=settings.limits,
+            capacity=self._capacity,
         )
         self.health_reporter = HealthReporter(
-            settings, llm_client, stt_client, tts_client, self.store
+            settings, llm_client, stt_client, tts_client, self.store, self.fleet
         )
         self.keys = KeyStore(self.store.redis, settings.auth.requests_per_minute)
         # Read by BodyLimit; an upload may carry the audio limit plus the form around it.
@@ -225,6 +247,15 @@ class SalesIngress:
             )
         except TelephonyNotConfigured as exc:
             self.phone, self.phone_missing = None, exc
+
+    async def _capacity(self) -> int | None:
+        """The calls the LLM replicas running now hold (None: admission control is off)."""
+        if not self.settings.capacity.calls_per_llm_replica:
+            return None
+        running = await self.fleet.running("LLMDeployment")
+        capacity = fleet_capacity(self.settings.capacity, running)
+        self.telemetry.set("salesagent_call_capacity", capacity)
+        return capacity
 
     async def _caller(self, key: str | None) -> str:
         """The id of the caller's API key ("" with auth off): 401 without a valid key, 429

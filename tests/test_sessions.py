@@ -5,6 +5,7 @@ import uuid
 
 import pytest
 
+from salesagent.platform.capacity import AtCapacity
 from salesagent.platform.sessions import (
     CallBusy,
     CallInUse,
@@ -101,3 +102,25 @@ async def test_one_websocket_claim_per_call(store):
                 pass
     async with store.websocket_claim(call.call_id, ttl_s=5):  # released: free again
         pass
+
+
+async def test_admission_takes_exactly_the_room_left_under_concurrency(store, redis_server):
+    room = 3
+    capacity = await store.active_count() + room
+    calls_before = len(await store.redis.keys("sales:call:*"))
+    results = await asyncio.gather(
+        *(store.create(f"Lead {n}", "555-010-0100", "Hi", capacity=capacity) for n in range(10)),
+        return_exceptions=True,
+    )
+    admitted = [r for r in results if not isinstance(r, Exception)]
+    refused = [r for r in results if isinstance(r, AtCapacity)]
+    assert len(admitted) == room and len(refused) == 10 - room  # no other outcome
+    assert all(r.capacity == capacity and r.active == capacity for r in refused)
+    assert await store.active_count() == capacity
+    # A refused call stores nothing (a call is two keys); an ended call gives its place back.
+    assert len(await store.redis.keys("sales:call:*")) == calls_before + 2 * room
+    await store.append_turn(admitted[0].call_id, [], end_call=True)
+    again = await store.create("Lead again", "555-010-0100", "Hi", capacity=capacity)
+    assert (await store.get(again.call_id)).is_active
+    with pytest.raises(AtCapacity):
+        await store.create("One too many", "555-010-0100", "Hi", capacity=capacity)

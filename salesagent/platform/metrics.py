@@ -95,6 +95,13 @@ DEFINITIONS: dict[str, Definition] = {
     "salesagent_active_calls": Definition(
         Kind.GAUGE, "Calls active in Redis, as last seen by an ingress replica (use max())"
     ),
+    "salesagent_call_capacity": Definition(
+        Kind.GAUGE,
+        "Calls the running LLM replicas hold within the latency bound (admission control)",
+    ),
+    "salesagent_calls_refused_total": Definition(
+        Kind.COUNTER, "New calls refused with 503 because the service was at capacity"
+    ),
     "salesagent_websocket_connections": Definition(
         Kind.GAUGE, "Open voice-chat WebSocket connections on a replica (use sum())"
     ),

@@ -10,6 +10,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, StringConstraints
 
+from salesagent.platform.capacity import CapacityReport
 from salesagent.platform.health import ServiceHealth
 from salesagent.platform.phone import normalize_phone
 from salesagent.platform.sessions import CallSummary
@@ -75,6 +76,8 @@ class HealthResponse(BaseModel):
     llm_service_details: str
     # stt, llm, tts and redis: replicas, recent p95 latency and error rate (platform.health).
     services: dict[str, ServiceHealth]
+    # Calls the running LLM replicas hold, active calls and the room left (admission).
+    capacity: CapacityReport | None = None
 
 
 class ErrorResponse(BaseModel):

@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel, Field
 from redis.exceptions import LockError, RedisError
 
+from salesagent.platform.capacity import AtCapacity
 from salesagent.platform.metrics import Metrics, NoMetrics, timed
 from salesagent.platform.settings import RedisSettings
 from salesagent.sales.call_state import CallState
@@ -194,6 +195,18 @@ return 1
 """
 
 
+# KEYS: active set. ARGV: idle-since time, capacity, call id, now. Drops idle calls, then
+# holds a place for the call when fewer than `capacity` are active. Returns {admitted (0 or
+# 1), active calls before it}: one atomic step, so two dialers never take the last place.
+_ADMIT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local active = redis.call('ZCARD', KEYS[1])
+if active >= tonumber(ARGV[2]) then return {0, active} end
+redis.call('ZADD', KEYS[1], ARGV[4], ARGV[3])
+return {1, active}
+"""
+
+
 class SessionStore:
     def __init__(
         self,
@@ -214,6 +227,7 @@ class SessionStore:
         self._release_claim = self._redis.register_script(_RELEASE_CLAIM)
         self._cut_agent_entry = self._redis.register_script(_CUT_AGENT_ENTRY)
         self._record_carrier = self._redis.register_script(_RECORD_CARRIER)
+        self._admit = self._redis.register_script(_ADMIT)
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -228,8 +242,15 @@ class SessionStore:
         return bool(await self._redis.ping())
 
     async def create(
-        self, customer_name: str, phone_number: str, first_message: str, owner: str = ""
+        self,
+        customer_name: str,
+        phone_number: str,
+        first_message: str,
+        owner: str = "",
+        capacity: int | None = None,
     ) -> CallSession:
+        """A new active call; with `capacity`, only while fewer calls than that are active
+        (else AtCapacity, and nothing is stored)."""
         first = entry(Speaker.AGENT, first_message)
         session = CallSession(
             call_id=str(uuid.uuid4()),
@@ -242,7 +263,19 @@ class SessionStore:
             owner=owner,
         )
         with timed(self._metrics, "redis"):
-            await self._create(session, first)
+            if capacity is not None:
+                idle_since = time.time() - self._settings.idle_call_ttl_s
+                admitted, active = await self._admit(
+                    keys=[ACTIVE_KEY], args=[idle_since, capacity, session.call_id, time.time()]
+                )
+                if not admitted:
+                    raise AtCapacity(capacity, int(active))
+            try:
+                await self._create(session, first)
+            except BaseException:
+                if capacity is not None:  # give the place back
+                    await self._redis.zrem(ACTIVE_KEY, session.call_id)
+                raise
         return session
 
     async def _create(self, session: CallSession, first: HistoryEntry) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from salesagent.platform.capacity import CapacitySettings
 from salesagent.platform.health import HealthRules
 from salesagent.voice.stt import STTSettings
 from salesagent.voice.tts import TTSSettings
@@ -181,6 +182,8 @@ class Settings(BaseSettings):
     # The streaming voice mode: voice activity, end of turn, barge-in, audio pacing.
     turns: TurnSettings = Field(default_factory=TurnSettings)
     telephony: TelephonySettings = Field(default_factory=TelephonySettings)
+    # Call admission and the call-aware autoscaling policy (salesagent.platform.capacity).
+    capacity: CapacitySettings = Field(default_factory=CapacitySettings)
     # /health answers within this bound even when a deployment is pending or dead.
     health_timeout_s: float = 1.5
     health: HealthRules = Field(default_factory=HealthRules)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,6 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
+from salesagent.platform.capacity import AtCapacity
 from salesagent.platform.metrics import Metrics, NoMetrics, timed
 from salesagent.platform.phone import normalize_phone
 from salesagent.platform.sessions import CallSession, HistoryEntry, SessionStore, Speaker, entry
@@ -119,6 +120,7 @@ class SalesCallService:
         audio: AudioSettings | None = None,
         metrics: Metrics | None = None,
         limits: LimitsSettings | None = None,
+        capacity: Callable[[], Awaitable[int | None]] | None = None,
     ):
         self.store = store
         self.llm = llm
@@ -129,12 +131,16 @@ class SalesCallService:
         self.audio = audio or AudioSettings()
         self.metrics = metrics or NoMetrics()
         self.limits = limits or LimitsSettings()
+        # The calls the fleet holds now (None: no admission control), read per new call.
+        self.capacity = capacity
 
     async def start_call(
         self, customer_name: str, phone_number: str, owner: str = "", inbound: bool = False
     ) -> CallSession:
         """A new call to `phone_number` (stored in E.164), owned by API key id `owner`; an
-        `inbound` one (the lead called us) opens with the catalog's inbound line."""
+        `inbound` one (the lead called us) opens with the catalog's inbound line. An
+        outbound call is admitted only while the fleet has room (else AtCapacity); a lead
+        calling in is always answered."""
         phone_number = normalize_phone(phone_number)
         if await self.store.is_do_not_call(phone_number):
             raise DoNotCall(f"{phone_number} asked not to be called again")
@@ -144,7 +150,12 @@ class SalesCallService:
             if inbound
             else greeting(self.catalog, customer_name)
         )
-        session = await self.store.create(customer_name, phone_number, opening, owner)
+        capacity = await self.capacity() if self.capacity and not inbound else None
+        try:
+            session = await self.store.create(customer_name, phone_number, opening, owner, capacity)
+        except AtCapacity:
+            self.metrics.inc("salesagent_calls_refused_total")
+            raise
         self.metrics.inc("salesagent_calls_started_total")
         await self._count_active_calls()
         return session
