@@ -184,3 +184,33 @@ def test_coqui_finds_a_model_folder_or_says_what_is_missing(tmp_path):
     assert coqui_files(checkpoint) == expected
     with pytest.raises(ValueError, match="tts.model_path"):
         coqui_files(TTSSettings(engine="coqui"))
+
+
+TURNS = [
+    "Sure, I have a couple of minutes. What is this about?",
+    "I am a nurse and I want to learn programming.",
+    "Remove my number from your list and never call here again.",
+]
+
+
+def test_a_turn_is_heard_alike_at_its_own_length_and_in_the_full_window(engines, stt):
+    # The short path (speech encoded at its own length) against Whisper's usual 30 s window.
+    usual = WhisperSTT(STTSettings(cpu_threads=2, short_clip_s=0))
+    for line in TURNS:
+        samples = decode_audio(engines["hibari"].synthesize(line).to_wav(), **LIMITS).samples
+        short, full = stt.transcribe(samples), usual.transcribe(samples)
+        assert word_error_rate(line, short.text) <= word_error_rate(line, full.text) + 0.1
+        assert word_error_rate(line, short.text) <= 0.15, short.text
+        assert short.segments == [(0.0, short.audio_seconds, short.text)]
+    silence = np.zeros(2 * SAMPLE_RATE, np.float32)
+    noise = np.random.default_rng(0).normal(0, 0.1, 2 * SAMPLE_RATE).astype(np.float32)
+    assert stt.transcribe(silence).text == "" and stt.transcribe(noise).text == ""
+
+
+def test_speech_longer_than_the_short_path_takes_the_usual_one(engines, stt):
+    script = " ".join([SCRIPT] * 3)
+    samples = decode_audio(engines["hibari"].synthesize(script).to_wav(), **LIMITS).samples
+    assert len(samples) / SAMPLE_RATE > stt._settings.short_clip_s
+    transcript = stt.transcribe(samples)
+    assert len(transcript.segments) > 1  # Whisper's own segments, with their times
+    assert word_error_rate(script, transcript.text) <= MAX_WER["hibari"]
