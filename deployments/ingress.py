@@ -184,7 +184,10 @@ _DESCRIPTIONS = {
     429: "The API key's rate limit; see Retry-After",
     500: "Speech-to-text failed on this audio",
     502: "The phone carrier (Twilio) refused the request or could not be reached",
-    503: "A model service or the session store is unavailable, or telephony is not set up",
+    503: (
+        "A model service or the session store is unavailable, telephony is not set up, or "
+        "the service is at capacity (start-call, dial: see Retry-After)"
+    ),
 }
 
 
