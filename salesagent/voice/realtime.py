@@ -291,6 +291,7 @@ class RealtimeVoiceChat:
 
     def _judge_now(self, barge: dict) -> None:
         barge["checking"] = True
+        barge["whole"] = "ended_at" in barge  # the words judged are all there will be
         self._judging = asyncio.ensure_future(
             self._judge_barge_in(barge, self._segmenter.utterance())
         )
@@ -315,10 +316,14 @@ class RealtimeVoiceChat:
                 self._barge = None
                 self._segmenter.take()
             return
-        if "ended_at" not in barge and len(text.split()) <= 2:
+        if not barge["whole"] and len(text.split()) <= 2:
             # A word cut off mid-way ("uh-hu" is heard as "It has."): keep the agent held
-            # and hear more, when the speech has doubled or ended.
-            barge["undecided"] = True
+            # and hear more, when the speech has doubled or ended. When it ended while this
+            # piece was being heard, hear the whole of it now.
+            if "ended_at" in barge:
+                self._judge_now(barge)
+            else:
+                barge["undecided"] = True
             return
         barge["interrupted"] = True
         await self._stop_talking()
