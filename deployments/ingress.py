@@ -20,13 +20,14 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from redis.exceptions import RedisError
 
+from deployments.autoscaling import ACTIVE_CALLS, WANTED
 from deployments.body_limit import BodyLimit
 from deployments.clients import ServeLLMClient, ServeSTTClient, ServeTTSClient
 from deployments.fleet import Fleet
 from deployments.health_report import HealthReporter
 from deployments.telemetry import RayMetrics, scrape_cluster
 from salesagent.platform.auth import KeyStore, RateLimited, Unauthorized
-from salesagent.platform.capacity import AtCapacity, fleet_capacity
+from salesagent.platform.capacity import AtCapacity, fleet_capacity, wanted_replicas
 from salesagent.platform.metrics import only_own_metrics
 from salesagent.platform.schemas import (
     CallList,
@@ -259,6 +260,16 @@ class SalesIngress:
         capacity = fleet_capacity(self.settings.capacity, running)
         self.telemetry.set("salesagent_call_capacity", capacity)
         return capacity
+
+    async def record_autoscaling_stats(self) -> dict[str, float]:
+        """Serve asks every replica for these; the call-aware autoscaling policy
+        (deployments/autoscaling.py) sizes the model deployments from them."""
+        try:
+            active = await self.store.active_count()
+        except RedisError:  # no figure this time: the request-queue policy decides
+            return {}
+        wanted = wanted_replicas(self.settings.capacity, active)
+        return {ACTIVE_CALLS: active, **{WANTED + name: n for name, n in wanted.items()}}
 
     async def _caller(self, key: str | None) -> str:
         """The id of the caller's API key ("" with auth off): 401 without a valid key, 429

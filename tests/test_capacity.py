@@ -12,6 +12,7 @@ from salesagent.platform.capacity import (
     fleet_capacity,
     replicas_for,
     report,
+    wanted_replicas,
 )
 from salesagent.platform.sessions import SessionStore
 from salesagent.platform.settings import RedisSettings
@@ -41,6 +42,68 @@ def test_the_report_gives_the_room_left_never_below_zero():
 def test_replicas_for_the_active_calls():
     assert [replicas_for(n, 4) for n in (0, 1, 4, 5, 8, 9)] == [1, 1, 1, 2, 2, 3]
     assert replicas_for(10, 0) == 1  # no figure: the floor decides
+    # Kept at three quarters of their capacity: the fourth call of four asks for another.
+    assert [replicas_for(n, 4, 0.75) for n in (3, 4, 6, 7)] == [1, 2, 2, 3]
+
+
+def test_each_model_deployment_with_a_figure_is_sized_from_the_calls():
+    settings = CapacitySettings(calls_per_llm_replica=4, calls_per_stt_replica=12)
+    assert wanted_replicas(settings, 0) == {"LLMDeployment": 1, "STTDeployment": 1}
+    assert wanted_replicas(settings, 10) == {"LLMDeployment": 4, "STTDeployment": 2}
+    assert wanted_replicas(CapacitySettings(), 10) == {}  # no figures: the queue decides
+
+
+
+def _context(name: str, replicas: int, ongoing: float, metrics: dict | None = None):
+    """What Serve's controller hands a policy for one deployment."""
+    from ray.serve._private.common import DeploymentID
+    from ray.serve.config import AutoscalingConfig, AutoscalingContext
+
+    return AutoscalingContext(
+        deployment_id=DeploymentID(name=name, app_name="sales"),
+        deployment_name=name,
+        app_name="sales",
+        current_num_replicas=replicas,
+        target_num_replicas=replicas,
+        running_replicas=[],
+        total_num_requests=ongoing,
+        total_queued_requests=0,
+        aggregated_metrics=metrics or {},
+        raw_metrics={},
+        capacity_adjusted_min_replicas=1,
+        capacity_adjusted_max_replicas=8,
+        policy_state={},
+        last_scale_up_time=None,
+        last_scale_down_time=None,
+        current_time=None,
+        config=AutoscalingConfig(min_replicas=1, max_replicas=8, target_ongoing_requests=4),
+    )
+
+
+def test_the_policy_asks_for_what_the_calls_need_with_the_queue_as_the_floor():
+    from deployments.autoscaling import scale_on_calls
+
+    reports = {  # two ingress replicas; one saw the latest call, one not yet
+        "active_calls": {"ingress-1": 6.5, "ingress-2": 7.0},
+        "wanted_replicas.LLMDeployment": {"ingress-1": 2.5, "ingress-2": 3.0},
+    }
+    contexts = {
+        ctx.deployment_id: ctx
+        for ctx in (
+            _context("SalesIngress", 2, 4, reports),
+            _context("LLMDeployment", 1, 2),  # calls between turns: a short queue
+            _context("STTDeployment", 1, 12),  # no call figure: the queue alone
+        )
+    }
+    decisions, _ = scale_on_calls(contexts)
+    assert {d.name: n for d, n in decisions.items()} == {
+        "SalesIngress": 1,  # 4 requests, 4 a replica
+        "LLMDeployment": 3,
+        "STTDeployment": 3,
+    }
+    busy = _context("LLMDeployment", 1, 20)  # the queue wants more than the calls
+    decisions, _ = scale_on_calls({**contexts, busy.deployment_id: busy})
+    assert decisions[busy.deployment_id] == 5
 
 
 ROOM = 2

@@ -20,9 +20,23 @@ class CapacitySettings(BaseModel):
     # What a refused dialer is told to wait before it tries again.
     retry_after_s: int = Field(default=15, ge=1)
     # The autoscaling policy's share of a replica for the other deployments: calls per
-    # STT and TTS replica (each turn's STT and TTS are short next to its LLM work).
+    # STT and TTS replica (each turn's STT and TTS are short next to its LLM work); 0 leaves
+    # a deployment to Serve's request-queue policy alone.
     calls_per_stt_replica: int = Field(default=0, ge=0)
     calls_per_tts_replica: int = Field(default=0, ge=0)
+    # The autoscaler adds a replica once the calls pass this share of the running ones'
+    # capacity: the new replica loads while admission still has room, so a ramp of calls
+    # is not refused while the fleet could grow.
+    scale_at: float = Field(default=0.75, gt=0, le=1)
+
+    def calls_per_replica(self) -> dict[str, int]:
+        """Calls one replica of each model deployment holds (those with a figure)."""
+        figures = {
+            "LLMDeployment": self.calls_per_llm_replica,
+            "STTDeployment": self.calls_per_stt_replica,
+            "TTSDeployment": self.calls_per_tts_replica,
+        }
+        return {name: calls for name, calls in figures.items() if calls}
 
 
 class CapacityReport(BaseModel):
@@ -65,8 +79,18 @@ def report(settings: CapacitySettings, llm_replicas: int | None, active: int) ->
     )
 
 
-def replicas_for(active_calls: int, calls_per_replica: int) -> int:
-    """Replicas that hold `active_calls` at `calls_per_replica` each (at least one)."""
+def replicas_for(active_calls: int, calls_per_replica: int, scale_at: float = 1.0) -> int:
+    """Replicas that hold `active_calls` with each at most `scale_at` of its
+    `calls_per_replica` (at least one)."""
     if calls_per_replica <= 0:
         return 1
-    return max(1, math.ceil(active_calls / calls_per_replica))
+    return max(1, math.ceil(active_calls / (calls_per_replica * scale_at) - 1e-9))
+
+
+def wanted_replicas(settings: CapacitySettings, active_calls: int) -> dict[str, int]:
+    """The replicas each model deployment needs for the active calls, by deployment name:
+    what the call-aware autoscaling policy asks Serve for (deployments/autoscaling.py)."""
+    return {
+        name: replicas_for(active_calls, calls, settings.scale_at)
+        for name, calls in settings.calls_per_replica().items()
+    }
