@@ -26,8 +26,10 @@ SERVE = str(Path(sys.executable).with_name("serve"))
 
 
 class LocalCluster:
-    def __init__(self, port: int, temp_dir: Path):
+    def __init__(self, port: int, temp_dir: Path, http_port: int):
         self.address = f"127.0.0.1:{port}"
+        # Serve keeps the HTTP options of its first deployment: every app here uses these.
+        self.http_port = http_port
         self.temp_dir = temp_dir
         self.env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 
