@@ -10,8 +10,9 @@ voice): `SalesCallService` for the workflow and prompts, `VoiceChat` for the Web
 protocol, `SessionStore` for the calls (Redis costs milliseconds a turn, and an in-memory
 copy of the store would drift from the service's), `VLLMChatEngine`, `WhisperSTT` and the
 TTS engine, with the settings of the Serve config's `args`. Only what the load generator
-needs is served: POST start-call, POST respond, GET conversation, WS voice-chat and
-GET /health. The ingress's request checks (400/413) are left out.
+needs is served: POST start-call, POST respond, GET conversation, WS voice-chat (both
+modes: the contract's, and `?mode=stream` with `RealtimeVoiceChat`) and GET /health. The
+ingress's request checks (400/413) are left out.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from salesagent.platform.sessions import CallNotFound, CallSession, SessionStore
 from salesagent.platform.settings import Settings
 from salesagent.sales.catalog import load_catalog
 from salesagent.sales.service import LLMUnavailable, SalesCallService, STTFailed, TTSFailed
+from salesagent.voice.realtime import RealtimeVoiceChat
 from salesagent.voice.stt import Transcript, WhisperSTT
 from salesagent.voice.tts import TextToSpeech, make_tts
 from salesagent.voice.voice_chat import VoiceChat
@@ -145,7 +147,20 @@ def create_app(settings: Settings) -> FastAPI:
     @app.websocket("/ws/voice-chat/{call_id}")
     async def voice_chat(websocket: WebSocket, call_id: str) -> None:
         await websocket.accept()
-        await VoiceChat(websocket, call_id, websocket.app.state.service).run()
+        service, query = websocket.app.state.service, websocket.query_params
+        if query.get("mode") != "stream":
+            return await VoiceChat(websocket, call_id, service).run()
+        # The streaming mode: the service's own pipeline (VAD, end of turn, a sentence at a
+        # time), its model calls behind the same one lock.
+        await RealtimeVoiceChat(
+            websocket,
+            call_id,
+            service,
+            settings.limits,
+            settings.turns,
+            input_rate=int(query.get("rate", 16000)),
+            output_rate=int(query.get("output_rate", 24000)),
+        ).run()
 
     @app.get("/health")
     async def health(request: Request) -> dict[str, str]:

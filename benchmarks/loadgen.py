@@ -1,23 +1,30 @@
 """Load generator: concurrent simulated sales calls, paced like real ones, swept over concurrency.
 
-    python benchmarks/loadgen.py --url http://127.0.0.1:8000 --concurrency 1 2 4 --turns 3
+    python benchmarks/loadgen.py --url http://127.0.0.1:8000 --concurrency 1 2 4 --turns 4
 
-A simulated call (voice mode, the default) starts with POST start-call, opens
-WS /ws/voice-chat/{call_id} and listens to the greeting; then, for each turn, the prospect
-thinks (1-2 s), speaks a scripted line in real time (the server takes a whole clip per turn,
-so the client sleeps the clip's length, then sends it) and listens to the agent's reply
-(sleeps its length). The lines are spoken once by the project's TTS and cached in
-benchmarks/.cache/clips/. Text mode (--mode text) holds the same calls over POST respond.
+A simulated call starts with POST start-call and listens to the greeting; then, for each
+turn, the prospect thinks (1-2 s), speaks a scripted line in real time and listens to the
+agent's reply. The lines are spoken once by the project's TTS and cached in
+benchmarks/.cache/clips/. Three modes hold the same calls:
 
-Client-side figures per step: voice-to-voice latency (end of the customer's audio sent ->
-agent audio received; the server sends a reply as one WAV message, so that is also its
-first byte), whole-turn latency (-> the turn's last message), transcript latency
-(-> user_text), turns per second and errors; server-side mean stage times from GET /metrics
+- `stream`: the streaming voice mode (`?mode=stream`): PCM16 frames every 20 ms without a
+  break, as a microphone sends them; the server finds the end of turn and speaks the reply
+  sentence by sentence; the prospect hears it on a real-time speaker clock.
+- `voice`: the contract's WebSocket: the whole clip as one message (the client sleeps the
+  clip's length, then sends it), one WAV back (the client sleeps its length).
+- `text`: POST respond with the line's text.
+
+Client-side figures per step: voice-to-voice latency (the end of the customer's speech ->
+the agent's first audio; in voice mode the reply is one WAV, so that is also its last),
+whole-turn latency (-> the turn's last message), transcript latency (voice mode:
+-> user_text), turns per second, errors, calls refused at capacity (503 with Retry-After:
+not errors; the caller waits as told and dials its next call) and lost turns (answered,
+but missing from the call's stored history); server-side mean stage times from GET /metrics
 when the server has them. Writes results/loadgen-<label>-<time>.json, .md and .png.
 
-Bounded: --concurrency x --calls-per-worker calls per step, at most --turns turns each, and
-every step cut at --step-timeout-s (turns still running then count as errors). Loopback only
-unless --allow-remote.
+Bounded: each step holds at least --min-turns turns (more calls per caller), at most
+--turns turns a call, cut at --step-timeout-s (turns still running then count as errors);
+the sweep is repeated --repeats times. Loopback only unless --allow-remote.
 """
 
 from __future__ import annotations
@@ -27,29 +34,34 @@ import asyncio
 import hashlib
 import io
 import json
+import math
 import random
 import sys
 import time
 import wave
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
 
 import httpx
+import numpy as np
 import report
 import server_metrics
 from common import summarize, write_results
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
+from salesagent.voice.audio import read_wav
+from salesagent.voice.stream_client import stream_call
 from salesagent.voice.voice_client import API, TurnResult, converse, send_turn, start_call
 
 CLIP_CACHE = Path(__file__).parent / ".cache" / "clips"
 PHONE = "555-010-0100"
 AGENT_WORDS_PER_S = 2.5  # the Hibari voice's pace, to "listen" to a reply that came as text
-END_CONNECTION = "END_CONNECTION_REQUEST_BY_CLIENT"
 
 # Prospects who stay on the line: every line should be classified `continue`, so a call
 # lasts all its turns. Call n follows script n % 3.
@@ -74,6 +86,8 @@ SCRIPTS = [
     ],
 ]
 MAX_TURNS = len(SCRIPTS[0])
+# The p95 voice-to-voice bound by mode (see benchmarks/RESULTS.md, "Bound").
+DEFAULT_BOUND_S = {"stream": 5.0, "voice": 10.0, "text": 10.0}
 
 
 @dataclass(frozen=True)
@@ -84,6 +98,10 @@ class Clip:
     @property
     def duration_s(self) -> float:
         return wav_seconds(self.wav)
+
+    def samples(self) -> tuple[np.ndarray, int]:
+        """The clip as float samples and their rate, as a microphone would stream them."""
+        return read_wav(self.wav)
 
 
 def wav_seconds(data: bytes) -> float:
@@ -118,23 +136,39 @@ def prospect_clips() -> list[list[Clip]]:
 @dataclass(frozen=True)
 class LoadConfig:
     url: str
-    mode: Literal["voice", "text"] = "voice"
-    turns: int = 3
+    mode: Literal["stream", "voice", "text"] = "stream"
+    turns: int = 4
     calls_per_worker: int = 1
+    min_turns: int = 30  # per step: callers hold more calls each until there are this many
+    repeats: int = 1
     think_s: tuple[float, float] = (1.0, 2.0)
     listen: bool = True  # wait while the agent's reply would play, as a prospect does
     ramp_s: float = 4.0  # workers start at random within this, so calls are not in lockstep
     turn_timeout_s: float = 120.0
-    step_timeout_s: float = 240.0
+    step_timeout_s: float = 900.0
     pause_s: float = 3.0  # between steps: queues drain, exporters publish
     seed: int = 0
+
+    def calls_per_caller(self, concurrency: int) -> int:
+        """Enough calls in a row for each caller that the step holds `min_turns` turns."""
+        needed = math.ceil(self.min_turns / (concurrency * self.turns))
+        return max(self.calls_per_worker, needed)
+
+
+class Refused(Exception):
+    """start-call answered 503 at capacity; `retry_after_s` is None when the answer lacked
+    the Retry-After header or the capacity body (that is an error, not a clean refusal)."""
+
+    def __init__(self, retry_after_s: float | None, detail: str):
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
 
 
 class Step:
     """One concurrency level: its samples, errors and a progress line per event."""
 
-    def __init__(self, label: str, concurrency: int):
-        self.label, self.concurrency = label, concurrency
+    def __init__(self, label: str, concurrency: int, repeat: int = 1):
+        self.label, self.concurrency, self.repeat = label, concurrency, repeat
         self.started = time.perf_counter()
         self.v2v: list[float] = []
         self.turn: list[float] = []
@@ -144,10 +178,13 @@ class Step:
         self.calls = 0
         self.calls_completed = 0
         self.calls_ended_by_agent = 0
+        self.refused = 0
+        self.lost_turns = 0
 
     def log(self, text: str) -> None:
         elapsed = time.perf_counter() - self.started
-        print(f"[{self.label} c={self.concurrency} +{elapsed:5.1f}s] {text}", flush=True)
+        where = f"{self.label} r{self.repeat} c={self.concurrency}"
+        print(f"[{where} +{elapsed:5.1f}s] {text}", flush=True)
 
     def next_call(self) -> int:
         self.calls += 1
@@ -173,9 +210,12 @@ class Step:
         errors = sum(self.errors.values())
         return {
             "concurrency": self.concurrency,
+            "repeat": self.repeat,
             "calls": self.calls,
             "calls_completed": self.calls_completed,
             "calls_ended_by_agent": self.calls_ended_by_agent,
+            "calls_refused": self.refused,
+            "lost_turns": self.lost_turns,
             "turns_ok": turns_ok,
             "errors": errors,
             "error_rate": round(errors / (turns_ok + errors), 4) if turns_ok + errors else 0.0,
@@ -225,11 +265,25 @@ def _listening_s(cfg: LoadConfig, reply: bytes | str) -> float:
     return len(reply.split()) / AGENT_WORDS_PER_S
 
 
+async def _start(cfg: LoadConfig, client: httpx.AsyncClient, call: int) -> dict:
+    """POST start-call: the new call's body, or Refused when the service is at capacity."""
+    r = await client.post(
+        f"{API}/start-call", json={"customer_name": f"Lead {call}", "phone_number": PHONE}
+    )
+    if r.status_code == 503 and "capacity" in r.text:
+        retry_after = r.headers.get("Retry-After", "")
+        clean = retry_after.isdigit() and "capacity" in r.json()
+        raise Refused(float(retry_after) if clean else None, r.text[:80])
+    r.raise_for_status()
+    return r.json()
+
+
 async def _voice_call(
-    cfg: LoadConfig, step: Step, call: int, clips: list[Clip], rng: random.Random
-) -> None:
-    call_id = await asyncio.to_thread(start_call, cfg.url, f"Lead {call}", PHONE)
-    ws_url = cfg.url.replace("http", "ws", 1) + f"/ws/voice-chat/{call_id}"
+    cfg: LoadConfig, step: Step, call: int, started: dict, clips: list[Clip], rng: random.Random
+) -> int:
+    """The contract's WebSocket, a whole clip per turn; returns the turns answered."""
+    answered = 0
+    ws_url = cfg.url.replace("http", "ws", 1) + f"/ws/voice-chat/{started['call_id']}"
     async with connect(ws_url, max_size=None, open_timeout=cfg.turn_timeout_s) as ws:
         socket = _TimedSocket(ws)
         greeting = await asyncio.wait_for(socket.recv(), cfg.turn_timeout_s)
@@ -251,6 +305,7 @@ async def _voice_call(
             reply_at = socket.first("audio", "agent_text")
             if turn.voice_to_voice_s is not None and reply_at is not None:
                 heard = socket.first("user_text")
+                answered += 1
                 step.ok(  # all three from the same clock readings, so turn >= voice-to-voice
                     call,
                     n,
@@ -263,43 +318,93 @@ async def _voice_call(
                 heard_at = time.perf_counter()
             if turn.ended:
                 step.calls_ended_by_agent += 1
-                return
-        await ws.send(END_CONNECTION)
+                return answered
+        await _hang_up(socket)
+    return answered
+
+
+async def _hang_up(socket: _TimedSocket | ClientConnection) -> None:
+    """End the call as a caller hanging up: it leaves the active calls at once."""
+    await socket.send(json.dumps({"type": "control", "command": "end_call"}))
+    with suppress(ConnectionClosed):
+        while True:
+            await socket.recv()
+
+
+async def _end_call(url: str, call_id: str) -> None:
+    """Hang up a call held over REST (or left open by the contract's client)."""
+    ws_url = url.replace("http", "ws", 1) + f"/ws/voice-chat/{call_id}"
+    async with connect(ws_url, max_size=None) as ws:
+        await _hang_up(ws)
+
+
+async def _stream_call(
+    cfg: LoadConfig, step: Step, call: int, started: dict, clips: list[Clip], rng: random.Random
+) -> int:
+    """The streaming mode: a live microphone and speaker (salesagent.voice.stream_client);
+    the prospect answers `think` seconds after the agent's last audio has played."""
+    lines = []
+    for clip in clips:
+        samples, rate = clip.samples()
+        lines.append((clip.text, samples))
+    step.in_flight += 1  # a streamed call is always mid-turn for the step's bound
+    try:
+        held = await stream_call(
+            cfg.url, started["call_id"], lines, rate=rate, pause_s=rng.uniform(*cfg.think_s),
+            timeout_s=cfg.turn_timeout_s, hang_up=True,
+        )  # fmt: skip
+    finally:
+        step.in_flight -= 1
+    answered = 0
+    for n, turn in enumerate(held.turns, start=1):
+        for message in turn.errors:
+            step.error(call, n, f"server: {message}")
+        if turn.first_audio_s is None or turn.done_at is None:
+            if not turn.errors:
+                step.error(call, n, "no reply audio")
+            continue
+        answered += 1
+        speech_end = turn.audio_at - turn.first_audio_s
+        step.ok(call, n, turn_s=turn.done_at - speech_end, v2v_s=turn.first_audio_s, heard_s=None)
+        if turn.ended:
+            step.calls_ended_by_agent += 1
+    return answered
 
 
 async def _text_call(
-    cfg: LoadConfig, step: Step, call: int, clips: list[Clip], rng: random.Random
-) -> None:
+    cfg: LoadConfig, step: Step, call: int, started: dict, clips: list[Clip], rng: random.Random
+) -> int:
+    answered = 0
     async with httpx.AsyncClient(base_url=cfg.url, timeout=cfg.turn_timeout_s) as client:
-        r = await client.post(
-            f"{API}/start-call", json={"customer_name": f"Lead {call}", "phone_number": PHONE}
-        )
-        r.raise_for_status()
-        call_id = r.json()["call_id"]
-        heard_at = time.perf_counter() + _listening_s(cfg, r.json()["first_message"])
+        heard_at = time.perf_counter() + _listening_s(cfg, started["first_message"])
         for n, clip in enumerate(clips, start=1):
             # The prospect "says" the line: the same pace as in voice mode.
             await _sleep_until(heard_at + rng.uniform(*cfg.think_s) + clip.duration_s)
             step.in_flight += 1
             sent = time.perf_counter()
             try:
-                r = await client.post(f"{API}/respond/{call_id}", json={"message": clip.text})
+                r = await client.post(
+                    f"{API}/respond/{started['call_id']}", json={"message": clip.text}
+                )
             finally:
                 step.in_flight -= 1
             if r.status_code != 200:
                 step.error(call, n, f"HTTP {r.status_code}: {r.text[:80]}")
                 heard_at = time.perf_counter()
                 continue
+            answered += 1
             step.ok(call, n, turn_s=time.perf_counter() - sent, v2v_s=None, heard_s=None)
             reply = r.json()
             if reply["should_end_call"]:
                 step.calls_ended_by_agent += 1
-                return
+                return answered
             heard_at = time.perf_counter() + _listening_s(cfg, reply["reply"])
+    await _end_call(cfg.url, started["call_id"])
+    return answered
 
 
-Caller = Callable[[LoadConfig, Step, int, list[Clip], random.Random], Awaitable[None]]
-CALLERS: dict[str, Caller] = {"voice": _voice_call, "text": _text_call}
+Caller = Callable[[LoadConfig, Step, int, dict, list[Clip], random.Random], Awaitable[int]]
+CALLERS: dict[str, Caller] = {"stream": _stream_call, "voice": _voice_call, "text": _text_call}
 
 
 def _describe(exc: BaseException) -> str:
@@ -310,34 +415,75 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+async def _stored_turns(client: httpx.AsyncClient, call_id: str) -> int:
+    """The customer's lines in the call's stored history."""
+    r = await client.get(f"{API}/conversation/{call_id}")
+    r.raise_for_status()
+    return sum(1 for entry in r.json()["history"] if entry["speaker"] == "customer")
+
+
 async def _worker(
-    cfg: LoadConfig, step: Step, scripts: list[list[Clip]], rng: random.Random
+    cfg: LoadConfig, step: Step, scripts: list[list[Clip]], rng: random.Random, calls: int
 ) -> None:
     await asyncio.sleep(rng.uniform(0, cfg.ramp_s))
-    for _ in range(cfg.calls_per_worker):
-        call = step.next_call()
-        try:
-            await CALLERS[cfg.mode](cfg, step, call, scripts[call % len(scripts)][: cfg.turns], rng)
-            step.calls_completed += 1
-        except Exception as exc:  # a failed call is a data point, not the end of the run
-            step.error(call, None, _describe(exc))
+    async with httpx.AsyncClient(base_url=cfg.url, timeout=cfg.turn_timeout_s) as client:
+        for _ in range(calls):
+            call = step.next_call()
+            try:
+                started = await _start(cfg, client, call)
+            except Refused as refused:
+                if refused.retry_after_s is None:
+                    step.error(call, None, f"503 without Retry-After: {refused}")
+                    continue
+                step.refused += 1
+                step.log(
+                    f"call {call}: refused at capacity, retry after {refused.retry_after_s:g} s"
+                )
+                await asyncio.sleep(refused.retry_after_s)
+                continue
+            except Exception as exc:
+                step.error(call, None, _describe(exc))
+                continue
+            clips = scripts[call % len(scripts)][: cfg.turns]
+            try:
+                answered = await CALLERS[cfg.mode](cfg, step, call, started, clips, rng)
+                step.calls_completed += 1
+                # Every turn answered must be in the stored history.
+                if (lost := answered - await _stored_turns(client, started["call_id"])) > 0:
+                    step.lost_turns += lost
+                    step.error(call, None, f"{lost} answered turns missing from the history")
+            except Exception as exc:  # a failed call is a data point, not the end of the run
+                step.error(call, None, _describe(exc))
 
 
 async def run_step(
-    cfg: LoadConfig, concurrency: int, scripts: list[list[Clip]], label: str, served: int = 0
+    cfg: LoadConfig,
+    concurrency: int,
+    scripts: list[list[Clip]],
+    label: str,
+    served: int = 0,
+    repeat: int = 1,
 ) -> dict:
-    """`concurrency` callers at once, each holding --calls-per-worker calls in a row.
-    `served`: turns the server completed before this step (for the metrics' difference)."""
-    step = Step(label, concurrency)
+    """`concurrency` callers at once, each holding calls in a row until the step has
+    `cfg.min_turns` turns. `served`: turns the server completed before this step (for the
+    metrics' difference)."""
+    step = Step(label, concurrency, repeat)
+    calls = cfg.calls_per_caller(concurrency)
     step.log(
-        f"start: {concurrency} concurrent {cfg.mode} calls x {cfg.calls_per_worker}, "
+        f"start: {concurrency} concurrent {cfg.mode} calls x {calls}, "
         f"{cfg.turns} turns each, cut at {cfg.step_timeout_s:.0f} s"
     )
     async with httpx.AsyncClient(base_url=cfg.url) as client:
         before = await server_metrics.settled_scrape(client, served)
         workers = [
             asyncio.create_task(
-                _worker(cfg, step, scripts, random.Random(f"{cfg.seed}-{concurrency}-{w}"))
+                _worker(
+                    cfg,
+                    step,
+                    scripts,
+                    random.Random(f"{cfg.seed}-{repeat}-{concurrency}-{w}"),
+                    calls,
+                )  # fmt: skip
             )
             for w in range(concurrency)
         ]
@@ -393,12 +539,18 @@ async def warm_up(cfg: LoadConfig, clip: Clip) -> int:
     Returns the turns served (1)."""
     started = time.perf_counter()
     call_id = await asyncio.to_thread(start_call, cfg.url, "Warm Up", PHONE)
-    if cfg.mode == "voice":
+    if cfg.mode == "stream":  # the first streamed turn loads the server's VAD, too
+        samples, rate = clip.samples()
+        held = stream_call(cfg.url, call_id, [(clip.text, samples)], rate=rate, hang_up=True)
+        await asyncio.wait_for(held, cfg.step_timeout_s)
+    elif cfg.mode == "voice":
         await asyncio.wait_for(converse(cfg.url, call_id, [clip.wav]), cfg.step_timeout_s)
+        await _end_call(cfg.url, call_id)
     else:
         async with httpx.AsyncClient(base_url=cfg.url, timeout=cfg.turn_timeout_s) as client:
             r = await client.post(f"{API}/respond/{call_id}", json={"message": clip.text})
             r.raise_for_status()
+        await _end_call(cfg.url, call_id)
     print(f"warm-up turn: {time.perf_counter() - started:.1f} s", flush=True)
     return 1
 
@@ -411,24 +563,31 @@ async def sweep(
     deadline: float | None = None,
     served: int = 0,
 ) -> list[dict]:
-    """One step per concurrency level, in order; none starts after `deadline` (monotonic).
-    `served`: turns the server completed before the sweep (the warm-up)."""
+    """One step per concurrency level, in order, the whole sweep `cfg.repeats` times; none
+    starts after `deadline` (monotonic). `served`: turns the server completed before the
+    sweep (the warm-up)."""
     steps = []
-    for n, concurrency in enumerate(concurrencies):
-        if deadline is not None and time.monotonic() > deadline:
-            print(f"[{label}] time bound reached: skipping concurrency {concurrencies[n:]}")
-            break
-        steps.append(await run_step(cfg, concurrency, scripts, label, served))
-        served += steps[-1]["turns_ok"]
-        await asyncio.sleep(cfg.pause_s)
+    for repeat in range(1, cfg.repeats + 1):
+        for n, concurrency in enumerate(concurrencies):
+            if deadline is not None and time.monotonic() > deadline:
+                print(
+                    f"[{label}] time bound reached: skipping repetition {repeat} from "
+                    f"concurrency {concurrencies[n]}"
+                )
+                return steps
+            steps.append(await run_step(cfg, concurrency, scripts, label, served, repeat))
+            served += steps[-1]["turns_ok"]
+            await asyncio.sleep(cfg.pause_s)
     return steps
 
 
 def add_load_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--mode", choices=sorted(CALLERS), default="voice")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--turns", type=int, default=3, choices=range(1, MAX_TURNS + 1))
-    parser.add_argument("--calls-per-worker", type=int, default=1)
+    parser.add_argument("--mode", choices=sorted(CALLERS), default="stream")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--turns", type=int, default=MAX_TURNS, choices=range(1, MAX_TURNS + 1))
+    parser.add_argument("--calls-per-worker", type=int, default=1, help="at least")
+    parser.add_argument("--min-turns", type=int, default=30, help="turns per step, at least")
+    parser.add_argument("--repeats", type=int, default=3, help="times the sweep is run")
     parser.add_argument(
         "--think-s", type=float, nargs=2, default=(1.0, 2.0), metavar=("MIN", "MAX")
     )
@@ -437,8 +596,10 @@ def add_load_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--ramp-s", type=float, default=4.0)
     parser.add_argument("--turn-timeout-s", type=float, default=120.0)
-    parser.add_argument("--step-timeout-s", type=float, default=240.0)
-    parser.add_argument("--bound-s", type=float, default=10.0, help="p95 latency bound")
+    parser.add_argument("--step-timeout-s", type=float, default=900.0)
+    parser.add_argument(
+        "--bound-s", type=float, help="p95 voice-to-voice bound (default: stream 5 s, else 10 s)"
+    )
     parser.add_argument("--max-error-rate", type=float, default=0.01)
     parser.add_argument("--no-warm-up", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
@@ -450,6 +611,8 @@ def load_config(args: argparse.Namespace, url: str) -> LoadConfig:
         mode=args.mode,
         turns=args.turns,
         calls_per_worker=args.calls_per_worker,
+        min_turns=args.min_turns,
+        repeats=args.repeats,
         think_s=tuple(args.think_s),
         listen=not args.no_listen,
         ramp_s=args.ramp_s,
@@ -475,6 +638,7 @@ class Run:
 
 
 async def _main(args: argparse.Namespace) -> None:
+    args.bound_s = args.bound_s or DEFAULT_BOUND_S[args.mode]
     cfg = load_config(args, args.url)
     scripts = prospect_clips()
     await wait_ready(cfg.url, 30)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,7 +22,7 @@ MIDPOINTS = (
 
 def headline_metric(mode: str) -> str:
     """Voice calls are judged by voice-to-voice latency; text calls by the whole turn."""
-    return "voice_to_voice_s" if mode == "voice" else "turn_s"
+    return "voice_to_voice_s" if mode in ("voice", "stream") else "turn_s"
 
 
 def _holds(step: dict, metric: str, bound_s: float, max_error_rate: float) -> bool:
@@ -39,19 +40,90 @@ def calls_held(steps: list[dict], metric: str, bound_s: float, max_error_rate: f
     return {"calls_held": held, "limit_found": False}  # held at the largest level tested
 
 
-def results_json(runs: list[Run], cfg: LoadConfig, bound_s: float, max_error_rate: float) -> dict:
-    metric = headline_metric(cfg.mode)
+def repetitions(steps: list[dict]) -> dict[int, list[dict]]:
+    """The steps of each repetition of the sweep."""
+    by_repeat: dict[int, list[dict]] = {}
+    for step in steps:
+        by_repeat.setdefault(step.get("repeat", 1), []).append(step)
+    return dict(sorted(by_repeat.items()))
+
+
+def held_over_repeats(
+    steps: list[dict], metric: str, bound_s: float, max_error_rate: float
+) -> dict:
+    """Calls held in each repetition, their median and whether every repetition found its
+    limit (rather than holding the largest level tested)."""
+    found = [calls_held(s, metric, bound_s, max_error_rate) for s in repetitions(steps).values()]
+    each = [f["calls_held"] for f in found]
     return {
+        "calls_held": statistics.median(each) if each else 0,
+        "calls_held_each": each,
+        "limit_found": bool(found) and all(f["limit_found"] for f in found),
+    }
+
+
+def at_level(steps: list[dict], concurrency: int) -> list[dict]:
+    return [s for s in steps if s["concurrency"] == concurrency]
+
+
+def _repetitions(n: int) -> str:
+    return f"{n} repetition" + ("" if n == 1 else "s")
+
+
+def _median_rate(steps: list[dict]) -> float:
+    return statistics.median(s["turns_per_s"] for s in steps)
+
+
+def _median_of(steps: list[dict], metric: str, key: str) -> float | None:
+    values = [s[metric][key] for s in steps if s[metric]["n"]]
+    return statistics.median(values) if values else None
+
+
+def results_json(
+    runs: list[Run],
+    cfg: LoadConfig,
+    bound_s: float,
+    max_error_rate: float,
+    overload: Run | None = None,
+) -> dict:
+    metric = headline_metric(cfg.mode)
+    results = {
         "load": {k: v for k, v in asdict(cfg).items() if k != "url"},
         "bound": {"metric": metric, "p95_s": bound_s, "max_error_rate": max_error_rate},
         "runs": {
             run.label: {
                 **run.notes,
-                **calls_held(run.steps, metric, bound_s, max_error_rate),
+                **held_over_repeats(run.steps, metric, bound_s, max_error_rate),
                 "steps": run.steps,
             }
             for run in runs
         },
+    }
+    if overload is not None:
+        results["overload"] = {
+            **overload.notes,
+            **admission_outcome(overload, metric, bound_s),
+            "steps": overload.steps,
+        }
+    return results
+
+
+def admission_outcome(run: Run, metric: str, bound_s: float) -> dict:
+    """The overload step's verdict: admitted calls within the bound, the rest refused with
+    Retry-After, and nothing else wrong."""
+    steps = run.steps
+    p95 = max((s[metric]["p95"] for s in steps if s[metric]["n"]), default=None)
+    errors = sum(s["errors"] for s in steps)
+    lost = sum(s["lost_turns"] for s in steps)
+    refused = sum(s["calls_refused"] for s in steps)
+    return {
+        "admitted_calls": sum(s["calls_completed"] for s in steps),
+        "refused_calls": refused,
+        "admitted_turns": sum(s["turns_ok"] for s in steps),
+        "admitted_p95_s": p95,
+        "other_errors": errors,
+        "lost_turns": lost,
+        "holds": p95 is not None and p95 <= bound_s and errors == 0 and lost == 0 and refused > 0,
     }
 
 
@@ -61,15 +133,17 @@ def _s(figures: dict, key: str) -> str:
 
 def steps_table(runs: list[Run]) -> str:
     lines = [
-        "| server | concurrent calls | turns ok | errors | voice-to-voice p50 / p95 / p99 (s) "
+        "| server | repetition | concurrent calls | turns ok | errors | refused calls "
+        "| lost turns | voice-to-voice p50 / p95 / p99 (s) "
         "| whole turn p50 / p95 / p99 (s) | transcript p50 (s) | turns/s |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for run in runs:
         for s in run.steps:
             v, t = s["voice_to_voice_s"], s["turn_s"]
             lines.append(
-                f"| {run.label} | {s['concurrency']} | {s['turns_ok']} | {s['errors']} "
+                f"| {run.label} | {s.get('repeat', 1)} | {s['concurrency']} | {s['turns_ok']} "
+                f"| {s['errors']} | {s.get('calls_refused', 0)} | {s.get('lost_turns', 0)} "
                 f"| {_s(v, 'p50')} / {_s(v, 'p95')} / {_s(v, 'p99')} "
                 f"| {_s(t, 'p50')} / {_s(t, 'p95')} / {_s(t, 'p99')} "
                 f"| {_s(s['transcript_s'], 'p50')} | {s['turns_per_s']:.3f} |"
@@ -77,9 +151,35 @@ def steps_table(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
+def spread_table(runs: list[Run], mode: str) -> str:
+    """Per server and concurrency: the p95 of each repetition, their median and range."""
+    metric = headline_metric(mode)
+    lines = [
+        f"| server | concurrent calls | p95 {METRIC_NAMES[metric]} of each repetition (s) "
+        "| median p95 (s) | spread (max - min, s) | median p50 (s) | median turns/s |",
+        "|---|--:|--:|--:|--:|--:|--:|",
+    ]
+    for run in runs:
+        for level in sorted({s["concurrency"] for s in run.steps}):
+            steps = at_level(run.steps, level)
+            p95s = [s[metric]["p95"] for s in steps if s[metric]["n"]]
+            each = ", ".join(f"{v:.2f}" for v in p95s) or "-"
+            spread = f"{max(p95s) - min(p95s):.2f}" if p95s else "-"
+            median95, median50 = _median_of(steps, metric, "p95"), _median_of(steps, metric, "p50")
+            rate = _median_rate(steps)
+            lines.append(
+                f"| {run.label} | {level} | {each} | "
+                + (f"{median95:.2f}" if median95 is not None else "-")
+                + f" | {spread} | "
+                + (f"{median50:.2f}" if median50 is not None else "-")
+                + f" | {rate:.3f} |"
+            )
+    return "\n".join(lines)
+
+
 def error_lines(runs: list[Run]) -> list[str]:
     return [
-        f"- {run.label}, {s['concurrency']} calls: "
+        f"- {run.label}, repetition {s.get('repeat', 1)}, {s['concurrency']} calls: "
         + "; ".join(f"{n} x {kind}" for kind, n in s["error_kinds"].items())
         for run in runs
         for s in run.steps
@@ -90,7 +190,8 @@ def error_lines(runs: list[Run]) -> list[str]:
 def ended_lines(runs: list[Run]) -> list[str]:
     """Calls the agent ended before their last turn: fewer turns, less load than planned."""
     return [
-        f"- {run.label}, {s['concurrency']} calls: {s['calls_ended_by_agent']} ended by the agent"
+        f"- {run.label}, repetition {s.get('repeat', 1)}, {s['concurrency']} calls: "
+        f"{s['calls_ended_by_agent']} ended by the agent"
         for run in runs
         for s in run.steps
         if s["calls_ended_by_agent"]
@@ -108,28 +209,64 @@ def stages_table(runs: list[Run]) -> str:
                 cells = [
                     f"{s['server'][c]['mean_s']:.3f}" if c in s["server"] else "-" for c in columns
                 ]
-                rows.append(f"| {run.label} | {s['concurrency']} | " + " | ".join(cells) + " |")
+                rows.append(
+                    f"| {run.label} | {s.get('repeat', 1)} | {s['concurrency']} | "
+                    + " | ".join(cells)
+                    + " |"
+                )
     if not rows:
         return ""
-    header = "| server | concurrent calls | " + " | ".join(columns) + " |"
-    return "\n".join([header, "|---|--:|" + "--:|" * len(columns), *rows])
+    header = "| server | repetition | concurrent calls | " + " | ".join(columns) + " |"
+    return "\n".join([header, "|---|--:|--:|" + "--:|" * len(columns), *rows])
 
 
 def headline(runs: list[Run], mode: str, bound_s: float, max_error_rate: float) -> str:
     metric = headline_metric(mode)
-    parts = []
+    parts, medians = [], {}
     for run in runs:
-        held = calls_held(run.steps, metric, bound_s, max_error_rate)
+        held = held_over_repeats(run.steps, metric, bound_s, max_error_rate)
         tested = max((s["concurrency"] for s in run.steps), default=0)
-        n = held["calls_held"]
+        n = medians[run.label] = held["calls_held"]
+        each = ", ".join(map(str, held["calls_held_each"]))
         parts.append(
-            f"**{run.label}: {n if held['limit_found'] else f'at least {n}'}**"
-            + ("" if held["limit_found"] else f" (the largest level tested, {tested})")
+            f"**{run.label}: {n:g}{'' if held['limit_found'] else ' or more'}**"
+            + f" (median of {_repetitions(len(held['calls_held_each']))}: {each}"
+            + ("" if held["limit_found"] else f"; the largest level tested, {tested}")
+            + ")"
         )
-    return (
+    line = (
         f"Concurrent calls held with p95 {METRIC_NAMES[metric]} latency <= {bound_s:g} s and "
         f"errors <= {max_error_rate:.0%}: " + "; ".join(parts) + "."
     )
+    if medians.get("baseline") and "service" in medians:
+        ratio = medians["service"] / medians["baseline"]
+        line += f" The service holds {ratio:.1f}x the baseline's."
+    return line
+
+
+def bounds_table(runs: list[Run], mode: str, bounds: list[float], max_error_rate: float) -> str:
+    """Calls held (median over the repetitions) at several bounds, from the same steps."""
+    metric = headline_metric(mode)
+    labels = [run.label for run in runs]
+    lines = [
+        f"| p95 {METRIC_NAMES[metric]} bound | "
+        + " | ".join(f"{label}: calls held" for label in labels)
+        + " | service / baseline |",
+        "|--:|" + "--:|" * (len(labels) + 1),
+    ]
+    for bound in bounds:
+        held = {
+            run.label: held_over_repeats(run.steps, metric, bound, max_error_rate) for run in runs
+        }
+        cells = [f"{h['calls_held']:g}{'' if h['limit_found'] else '+'}" for h in held.values()]
+        service, baseline = held.get("service"), held.get("baseline")
+        ratio = (
+            f"{service['calls_held'] / baseline['calls_held']:.1f}x"
+            if service and baseline and baseline["calls_held"]
+            else "-"
+        )
+        lines.append(f"| {bound:g} s | " + " | ".join(cells) + f" | {ratio} |")
+    return "\n".join(lines)
 
 
 def comparison(runs: list[Run], mode: str) -> str:
@@ -142,10 +279,11 @@ def comparison(runs: list[Run], mode: str) -> str:
     level = max(common)
     figures = []
     for run in runs:
-        step = next(s for s in run.steps if s["concurrency"] == level)
+        steps = at_level(run.steps, level)
+        rate = _median_rate(steps)
         figures.append(
-            f"{run.label} p95 {step[metric]['p95']:.2f} s, {step['turns_per_s']:.3f} turns/s, "
-            f"{step['errors']} errors"
+            f"{run.label} median p95 {_median_of(steps, metric, 'p95'):.2f} s, {rate:.3f} "
+            f"turns/s, {sum(s['errors'] for s in steps)} errors"
         )
     return f"At {level} concurrent calls: " + "; ".join(figures) + "."
 
@@ -166,19 +304,27 @@ def plot(runs: list[Run], mode: str, bound_s: float, path: Path) -> Path | None:
     fig, axes = plt.subplots(1, 3 if staged else 2, figsize=(15 if staged else 10, 4.5))
     latency, throughput = axes[0], axes[1]
     for run in runs:
-        steps = [s for s in run.steps if s[metric]["n"]]
-        x = [s["concurrency"] for s in steps]
-        (line,) = latency.plot(x, [s[metric]["p50"] for s in steps], "o-", label=f"{run.label} p50")
-        latency.plot(
+        x = sorted({s["concurrency"] for s in run.steps if s[metric]["n"]})
+        p50 = [_median_of(at_level(run.steps, c), metric, "p50") for c in x]
+        (line,) = latency.plot(x, p50, "o-", label=f"{run.label} p50 (median)")
+        p95s = [[s[metric]["p95"] for s in at_level(run.steps, c) if s[metric]["n"]] for c in x]
+        p95 = [statistics.median(v) for v in p95s]
+        latency.errorbar(
             x,
-            [s[metric]["p95"] for s in steps],
-            "^--",
+            p95,
+            yerr=[
+                [m - min(v) for m, v in zip(p95, p95s, strict=True)],
+                [max(v) - m for m, v in zip(p95, p95s, strict=True)],
+            ],
+            fmt="^--",
+            capsize=3,
             color=line.get_color(),
-            label=f"{run.label} p95",
+            label=f"{run.label} p95 (median, range)",
         )
+        levels_run = sorted({s["concurrency"] for s in run.steps})
         throughput.plot(
-            [s["concurrency"] for s in run.steps],
-            [s["turns_per_s"] for s in run.steps],
+            levels_run,
+            [_median_rate(at_level(run.steps, c)) for c in levels_run],
             "o-",
             color=line.get_color(),
             label=run.label,
@@ -225,7 +371,7 @@ def _waterfall(ax, runs: list[Run]) -> None:
 
 def markdown(runs: list[Run], mode: str, bound_s: float, max_error_rate: float) -> str:
     parts = [headline(runs, mode, bound_s, max_error_rate), comparison(runs, mode), ""]
-    parts.append(steps_table(runs))
+    parts += [spread_table(runs, mode), "", steps_table(runs)]
     if errors := error_lines(runs):
         parts += ["", "Errors:", *errors]
     if ended := ended_lines(runs):

@@ -1,14 +1,18 @@
 """The one command: the same paced load against the Ray Serve service and the naive baseline.
 
-    bash benchmarks/sweep.sh [--concurrency 1 2 4] [--turns 3] [--servers service baseline]
+    bash benchmarks/sweep.sh [--mode stream] [--concurrency 1 2 4 8] [--repeats 3]
 
 (sweep.sh runs this in a network namespace that has only loopback.) One server at a time,
 so they never share the cores: start it, wait until /health says ok, one warm-up turn, the
-load generator's sweep, stop it. The service is `graph.build_app` with the `args` of
-serve_config.cpu.yaml on a private Ray (`address="local"`: it never joins another Ray on
-the machine, and only what it started is shut down) and a private Redis; the baseline is
-benchmarks/baseline_server.py with the same args and a Redis of its own. Writes
-results/sweep-<time>.json, .md and .png, and benchmarks/RESULTS.md.
+load generator's sweep (--repeats times), stop it. The service is `graph.build_app` with the
+`args` of serve_config.cpu.yaml on a private Ray (`address="local"`: it never joins another
+Ray on the machine, and only what it started is shut down) and a private Redis; the
+baseline is benchmarks/baseline_server.py with the same args and a Redis of its own.
+Admission control is off in the sweep (it measures what each server holds); then the
+overload step starts the service with admission on at a capacity (`--capacity`, else the
+config's `capacity.calls_per_llm_replica`, else the calls the sweep found it holds) and
+sends twice that many callers. Writes results/sweep-<time>.json, .md and .png, and
+benchmarks/RESULTS.md.
 
 Bounded: each server's start (--start-timeout-s), each step (--step-timeout-s), and no
 step starts after --max-minutes.
@@ -37,12 +41,14 @@ import report
 from baseline_server import config_args
 from common import machine, write_results
 from loadgen import (
+    DEFAULT_BOUND_S,
     Clip,
     LoadConfig,
     Run,
     add_load_arguments,
     load_config,
     prospect_clips,
+    run_step,
     sweep,
     wait_ready,
     warm_up,
@@ -156,6 +162,19 @@ def _stop_group(proc: subprocess.Popen) -> None:
 
 
 SERVERS = {"service": ray_service, "baseline": baseline_server}
+OVERLOAD = "service, admission on"
+
+
+def overload_capacity(cli: argparse.Namespace, args: dict, service: Run, mode: str) -> int:
+    """The overload step's admission capacity: --capacity, else the config's, else the calls
+    the sweep found the service holds (one LLM replica here)."""
+    if cli.capacity:
+        return cli.capacity
+    if configured := args.get("capacity", {}).get("calls_per_llm_replica"):
+        return configured
+    metric = report.headline_metric(mode)
+    held = report.held_over_repeats(service.steps, metric, cli.bound_s, cli.max_error_rate)
+    return max(1, int(held["calls_held"]))
 
 
 async def _exercise(
@@ -165,12 +184,15 @@ async def _exercise(
     label: str,
     alive: Callable[[], bool],
     deadline: float,
+    overload_at: int | None = None,
 ) -> tuple[list[dict], float]:
     started = time.monotonic()
     await wait_ready(cfg.url, cli.start_timeout_s, alive)
     ready_s = time.monotonic() - started
     print(f"[{label}] ready after {ready_s:.0f} s", flush=True)
     served = 0 if cli.no_warm_up else await warm_up(cfg, scripts[0][0])
+    if overload_at is not None:  # the overload step: one level, once
+        return [await run_step(cfg, overload_at, scripts, label, served)], ready_s
     return await sweep(cfg, cli.concurrency, scripts, label, deadline, served), ready_s
 
 
@@ -192,9 +214,23 @@ def cpu_busy(seconds: float = 3.0) -> float | None:
     return round(1 - (idle1 - idle0) / max(total1 - total0, 1), 2)
 
 
+def with_capacity(args: dict, calls_per_llm_replica: int) -> dict:
+    """The service's args with admission control at this capacity (0: off)."""
+    capacity = {**args.get("capacity", {}), "calls_per_llm_replica": calls_per_llm_replica}
+    return {**args, "capacity": capacity}
+
+
 def run_server(
-    label: str, cli: argparse.Namespace, args: dict, scripts: list[list[Clip]], deadline: float
+    label: str,
+    cli: argparse.Namespace,
+    args: dict,
+    scripts: list[list[Clip]],
+    deadline: float,
+    server: str | None = None,
+    overload_at: int | None = None,
 ) -> Run:
+    """Start one server (`server`, default `label`) and run the sweep, or with
+    `overload_at` the overload step at that many callers."""
     run = Run(label, notes={"cpu_busy_before": cpu_busy()})
     if (run.notes["cpu_busy_before"] or 0) > 0.2:
         print(
@@ -203,9 +239,9 @@ def run_server(
         )
     print(f"[{label}] starting", flush=True)
     try:
-        with SERVERS[label](cli, args) as (url, alive):
+        with SERVERS[server or label](cli, args) as (url, alive):
             run.steps, run.notes["ready_s"] = asyncio.run(
-                _exercise(load_config(cli, url), cli, scripts, label, alive, deadline)
+                _exercise(load_config(cli, url), cli, scripts, label, alive, deadline, overload_at)
             )
     except Exception as exc:  # one server failing must not lose the other's figures
         run.notes["error"] = f"{type(exc).__name__}: {exc}"
@@ -258,10 +294,17 @@ def results_md(
     command: str,
     plot: Path | None,
     date: str,
+    overload: Run | None = None,
 ) -> str:
     pacing = f"think {cfg.think_s[0]:g}-{cfg.think_s[1]:g} s, speak the clip in real time" + (
         ", listen to the agent's reply" if cfg.listen else ""
     )
+    transport = {
+        "stream": "the streaming WebSocket (`?mode=stream`: 20 ms PCM16 frames without a "
+        "break, the server finds the end of turn and speaks sentence by sentence)",
+        "voice": "the contract's WebSocket (a whole clip per turn, one WAV back)",
+        "text": "REST",
+    }[cfg.mode]
     lines = [
         "# Benchmarks: calls per machine, latency waterfall, gain over a naive server",
         "",
@@ -275,36 +318,54 @@ def results_md(
         "- Models: " + "; ".join(models(settings)),
         f"- Service: `graph.build_app` with the args of `{cli.config.name}` on Ray Serve "
         "(ingress, LLM, STT and TTS deployments; vLLM batches concurrent requests), Redis "
-        "sessions.",
+        "sessions; admission control off in the sweep.",
         "- Baseline: `benchmarks/baseline_server.py`, one uvicorn process and one global "
         "lock: one model call at a time, no batching, no overlap of stages; the same turn "
-        "code (`SalesCallService`, `VoiceChat`, `SessionStore` on its own Redis) and model "
-        "settings, so a turn does the same work.",
-        f"- Load: {cfg.mode} calls over "
-        + ("the WebSocket" if cfg.mode == "voice" else "REST")
-        + f", {cfg.turns} turns each, {cfg.calls_per_worker} call(s) per concurrent caller "
-        f"per step, starts spread over {cfg.ramp_s:g} s; {pacing}; one warm-up turn per server. "
-        f"Steps cut at {cfg.step_timeout_s:g} s.",
+        "code (`SalesCallService`, `VoiceChat`, `RealtimeVoiceChat`, `SessionStore` on its "
+        "own Redis) and model settings, so a turn does the same work.",
+        f"- Load: {cfg.mode} calls over {transport}, {cfg.turns} turns each; each step holds "
+        f"at least {cfg.min_turns} turns (callers hold calls in a row), starts spread over "
+        f"{cfg.ramp_s:g} s; {pacing}; one warm-up turn per server; the sweep repeated "
+        f"{cfg.repeats} times on the same server. Steps cut at {cfg.step_timeout_s:g} s.",
         f"- Bound: p95 {report.METRIC_NAMES[report.headline_metric(cfg.mode)]} latency <= "
-        f"{cli.bound_s:g} s with errors <= {cli.max_error_rate:.0%}. Why 10 s by default: on "
-        "2 CPU cores the 0.5B model writes ~20 tokens/s and a turn is two LLM requests "
-        "(intent, reply), so a call alone is answered in ~5-8 s; much past 10 s of silence a "
-        "prospect asks whether anyone is there. A GPU deployment would be held to ~1 s.",
+        f"{cli.bound_s:g} s with errors <= {cli.max_error_rate:.0%}, in every step up to "
+        "the level. Why: streamed, one call alone hears the agent ~2 s after it stops "
+        "speaking (p95 ~2.5 s, `benchmarks/realtime.py`), so 5 s is twice that; a whole "
+        "reply made before it is spoken takes ~5-8 s here, hence 10 s for the contract's "
+        "mode. A GPU deployment would be held to ~1 s.",
         "",
-        "## Client side",
+        "## Calls held, with the spread of the repetitions",
         "",
-        "Voice-to-voice: end of the customer's audio sent -> the agent's audio received (the "
-        "server sends a reply as one WAV, so it is also the first byte). Whole turn: -> the "
-        "turn's last message. Transcript: -> `user_text`. Percentiles are nearest-rank: with "
-        "few turns per step, p95 and p99 are the slowest turn.",
+        "The calls each server held at this bound and at twice it, from the same steps "
+        "(`+`: it held the largest level tested):",
         "",
-        report.steps_table(runs),
+        report.bounds_table(runs, cfg.mode, [cli.bound_s, 2 * cli.bound_s], cli.max_error_rate),
+        "",
+        report.spread_table(runs, cfg.mode),
     ]
-    if errors := report.error_lines(runs):
+    if overload is not None:
+        lines += ["", "## Overload: admission control at twice the capacity", "", *(
+            overload_lines(overload, cfg.mode, cli.bound_s)
+        )]  # fmt: skip
+    lines += [
+        "",
+        "## Client side, every step",
+        "",
+        "Voice-to-voice: the end of the customer's speech -> the agent's first audio (in "
+        "the contract's mode the reply is one WAV, so it is also its last). Whole turn: -> "
+        "the turn's last message. Transcript: -> `user_text` (contract mode). Refused: "
+        "start-call answered 503 at capacity with Retry-After (the caller waits, then dials "
+        "its next call). Lost turns: answered, but missing from the stored history. "
+        "Percentiles are nearest-rank.",
+        "",
+        report.steps_table(runs + ([overload] if overload else [])),
+    ]
+    every = runs + ([overload] if overload else [])
+    if errors := report.error_lines(every):
         lines += ["", "Errors:", "", *errors]
-    if ended := report.ended_lines(runs):
+    if ended := report.ended_lines(every):
         lines += ["", "Calls the agent ended before their last turn:", "", *ended]
-    if failed := [r for r in runs if "error" in r.notes]:
+    if failed := [r for r in every if "error" in r.notes]:
         lines += ["", *(f"- {r.label} did not complete: {r.notes['error']}" for r in failed)]
     stages = report.stages_table(runs)
     lines += [
@@ -323,16 +384,32 @@ def results_md(
         "",
         "## Reading these figures",
         "",
-        "- Few samples: a step holds `concurrency x turns` turns, so p95 and p99 are the "
-        "slowest turn or two; rerun with `--calls-per-worker 2` when time allows.",
         "- Calls start within the ramp and end at different times, so the last turns of a "
         "step run under less than its nominal concurrency: the figures are slightly kind.",
         "- The machine is shared: see the CPU share busy with other work above.",
-        "- In both servers vLLM's CPU backend binds one OpenMP thread to core 0 (it keeps "
-        "a core free), so the LLM gets the same compute in both; what differs is batching "
-        "and the overlap of stages.",
+        "- Both servers run vLLM with the config's `llm.cpu_threads_bind` (both cores here, "
+        "not vLLM's default that keeps a core for its scheduler), so the LLM gets the same "
+        "compute in both; what differs is batching and the overlap of stages.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def overload_lines(run: Run, mode: str, bound_s: float) -> list[str]:
+    metric = report.headline_metric(mode)
+    out = report.admission_outcome(run, metric, bound_s)
+    if "error" in run.notes:
+        return [f"The overload step did not complete: {run.notes['error']}"]
+    p95 = out["admitted_p95_s"]
+    verdict = "holds" if out["holds"] else "does NOT hold"
+    return [
+        f"The service with `capacity.calls_per_llm_replica: {run.notes['capacity']}` (one "
+        f"LLM replica) and {2 * run.notes['capacity']} callers: {out['admitted_calls']} "
+        f"calls admitted ({out['admitted_turns']} turns), admitted p95 "
+        + (f"{p95:.2f} s" if p95 is not None else "-")
+        + f" against the {bound_s:g} s bound; {out['refused_calls']} calls refused with 503 "
+        f"and Retry-After; {out['other_errors']} other errors; {out['lost_turns']} lost "
+        f"turns. The bound {verdict}.",
+    ]
 
 
 def _share(value: float | None) -> str:
@@ -344,10 +421,15 @@ def main() -> None:
     parser.add_argument("--servers", nargs="+", choices=list(SERVERS), default=list(SERVERS))
     parser.add_argument("--config", type=Path, default=ROOT / "serve_config.cpu.yaml")
     parser.add_argument("--start-timeout-s", type=float, default=300)
-    parser.add_argument("--max-minutes", type=float, default=20)
+    parser.add_argument("--max-minutes", type=float, default=180, help="no sweep step after")
     parser.add_argument("--results-md", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument(
+        "--capacity", type=int, help="calls per LLM replica for the overload step (see above)"
+    )
+    parser.add_argument("--no-overload", action="store_true", help="skip the overload step")
     add_load_arguments(parser)
     cli = parser.parse_args()
+    cli.bound_s = cli.bound_s or DEFAULT_BOUND_S[cli.mode]
     cli.config = cli.config.resolve()
     os.environ.pop("RAY_ADDRESS", None)  # never join someone else's cluster
     for key, value in (
@@ -361,16 +443,26 @@ def main() -> None:
     args = config_args(cli.config)
     scripts = prospect_clips()  # before any server starts: TTS here must not compete with it
     deadline = time.monotonic() + cli.max_minutes * 60
-    runs = [run_server(label, cli, args, scripts, deadline) for label in cli.servers]
+    sweep_args = with_capacity(args, 0)  # each server's own limit, not admission's
+    runs = [run_server(label, cli, sweep_args, scripts, deadline) for label in cli.servers]
 
     cfg = load_config(cli, url="")
-    results = report.results_json(runs, cfg, cli.bound_s, cli.max_error_rate)
+    overload = None
+    if "service" in cli.servers and not cli.no_overload:
+        capacity = overload_capacity(cli, args, runs[cli.servers.index("service")], cfg.mode)
+        print(f"[overload] admission at {capacity} calls, {2 * capacity} callers", flush=True)
+        overload = run_server(
+            OVERLOAD, cli, with_capacity(args, capacity), scripts, float("inf"),
+            server="service", overload_at=2 * capacity,
+        )  # fmt: skip
+        overload.notes["capacity"] = capacity
+    results = report.results_json(runs, cfg, cli.bound_s, cli.max_error_rate, overload)
     results = {"command": command, "models": models(Settings.from_args(args)), **results}
     json_path = write_results("sweep", results)
     _, plot = report.write_outputs(json_path, runs, cfg, cli.bound_s, cli.max_error_rate)
     date = datetime.now(UTC).isoformat(timespec="seconds")
     cli.results_md.write_text(
-        results_md(runs, cfg, cli, Settings.from_args(args), command, plot, date)
+        results_md(runs, cfg, cli, Settings.from_args(args), command, plot, date, overload)
     )
     print(f"wrote {cli.results_md}")
 

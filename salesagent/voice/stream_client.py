@@ -44,6 +44,7 @@ class StreamTurn:
     rewritten: bool = False  # the server wrote the reply again after reading the line
     worded_by: str = ""  # the server's: "model" (written for this turn) or "catalog"
     audio_at: float | None = None  # when its first agent audio came (time.monotonic)
+    done_at: float | None = None  # when `turn_done` came (time.monotonic)
     sentence_at: list[float] = field(default_factory=list)  # when each sentence was announced
 
 
@@ -106,10 +107,13 @@ async def stream_call(
     interrupt_turn: int = 1,
     api_key: str | None = None,
     timeout_s: float = 120.0,
+    hang_up: bool = False,
 ) -> StreamCall:
     """Hold a call: each (text, samples at `rate`) line is spoken after the agent has
     finished (and `pause_s`); with `interrupt_after`, line `interrupt_turn + 1` is spoken
-    that many seconds into the agent's reply to line `interrupt_turn` (1-based)."""
+    that many seconds into the agent's reply to line `interrupt_turn` (1-based). After the
+    last line the connection closes and the call stays open, or with `hang_up` the call
+    ends (`end_call`), as a caller hanging up."""
     url = base_url.replace("http", "ws", 1) + (
         f"/ws/voice-chat/{call_id}?mode=stream&rate={rate}&output_rate={output_rate}"
     )
@@ -182,6 +186,7 @@ async def stream_call(
                         turn_over.set()
                 elif kind == "turn_done" and turn is not None:
                     turn.done, turn.timeline = True, data.get("timeline", {})
+                    turn.done_at = now
                     turn.ended = bool(data.get("should_end_call"))  # `system` follows
                     turn.end_of_turn_wait_s = data.get("end_of_turn_wait_s")
                     turn.rewritten = bool(data.get("rewritten"))
@@ -232,7 +237,11 @@ async def stream_call(
                     break
                 await speaker.drained(pause_s)
             else:
-                await ws.send("END_CONNECTION_REQUEST_BY_CLIENT")
+                if not hang_up:
+                    await ws.send("END_CONNECTION_REQUEST_BY_CLIENT")
+                else:  # the server ends the call, says so, and closes
+                    await ws.send(json.dumps({"type": "control", "command": "end_call"}))
+                    await _first(turn_over, timeout_s, receiver)
         finally:
             for task in tasks:
                 task.cancel()
