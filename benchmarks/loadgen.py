@@ -56,7 +56,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from salesagent.voice.audio import read_wav
-from salesagent.voice.stream_client import stream_call
+from salesagent.voice.stream_client import StreamTimeout, stream_call
 from salesagent.voice.voice_client import API, TurnResult, converse, send_turn, start_call
 
 CLIP_CACHE = Path(__file__).parent / ".cache" / "clips"
@@ -348,11 +348,14 @@ async def _stream_call(
         samples, rate = clip.samples()
         lines.append((clip.text, samples))
     step.in_flight += 1  # a streamed call is always mid-turn for the step's bound
+    timed_out = None
     try:
         held = await stream_call(
             cfg.url, started["call_id"], lines, rate=rate, pause_s=rng.uniform(*cfg.think_s),
             timeout_s=cfg.turn_timeout_s, hang_up=True,
         )  # fmt: skip
+    except StreamTimeout as exc:  # the turns before it count
+        held, timed_out = exc.call, exc
     finally:
         step.in_flight -= 1
     answered = 0
@@ -360,7 +363,7 @@ async def _stream_call(
         for message in turn.errors:
             step.error(call, n, f"server: {message}")
         if turn.first_audio_s is None or turn.done_at is None:
-            if not turn.errors:
+            if not turn.errors and not (timed_out and n == len(held.turns)):
                 step.error(call, n, "no reply audio")
             continue
         answered += 1
@@ -368,6 +371,8 @@ async def _stream_call(
         step.ok(call, n, turn_s=turn.done_at - speech_end, v2v_s=turn.first_audio_s, heard_s=None)
         if turn.ended:
             step.calls_ended_by_agent += 1
+    if timed_out:
+        step.error(call, len(held.turns), f"timeout: {timed_out}")
     return answered
 
 

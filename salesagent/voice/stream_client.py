@@ -48,6 +48,14 @@ class StreamTurn:
     sentence_at: list[float] = field(default_factory=list)  # when each sentence was announced
 
 
+class StreamTimeout(TimeoutError):
+    """The server did not answer in time; `call` holds what came until then."""
+
+    def __init__(self, message: str, call: StreamCall):
+        super().__init__(message)
+        self.call = call
+
+
 @dataclass
 class StreamCall:
     call_id: str
@@ -239,9 +247,17 @@ async def stream_call(
             else:
                 if not hang_up:
                     await ws.send("END_CONNECTION_REQUEST_BY_CLIENT")
-                else:  # the server ends the call, says so, and closes
+                else:  # the server ends the call, says so (`system`), and closes
+                    turn_over.clear()
                     await ws.send(json.dumps({"type": "control", "command": "end_call"}))
                     await _first(turn_over, timeout_s, receiver)
+        except TimeoutError as exc:
+            errors = call.turns[-1].errors if call.turns else []
+            raise StreamTimeout(
+                f"turn {len(call.turns)}: no answer within {timeout_s:g} s; last events "
+                f"{[kind for _, kind in call.events[-6:]]}, errors {errors}",
+                call,
+            ) from exc
         finally:
             for task in tasks:
                 task.cancel()
