@@ -368,7 +368,8 @@ async def _stream_call(
             continue
         answered += 1
         speech_end = turn.audio_at - turn.first_audio_s
-        step.ok(call, n, turn_s=turn.done_at - speech_end, v2v_s=turn.first_audio_s, heard_s=None)
+        turn_s, first_s = float(turn.done_at - speech_end), float(turn.first_audio_s)
+        step.ok(call, n, turn_s=turn_s, v2v_s=first_s, heard_s=None)  # plain floats for JSON
         if turn.ended:
             step.calls_ended_by_agent += 1
     if timed_out:

@@ -123,7 +123,7 @@ def admission_outcome(run: Run, metric: str, bound_s: float) -> dict:
         "admitted_p95_s": p95,
         "other_errors": errors,
         "lost_turns": lost,
-        "holds": p95 is not None and p95 <= bound_s and errors == 0 and lost == 0 and refused > 0,
+        "holds": bool(p95 is not None and p95 <= bound_s and not errors and not lost and refused),
     }
 
 
