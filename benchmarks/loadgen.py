@@ -433,8 +433,10 @@ async def _worker(
 ) -> None:
     await asyncio.sleep(rng.uniform(0, cfg.ramp_s))
     async with httpx.AsyncClient(base_url=cfg.url, timeout=cfg.turn_timeout_s) as client:
-        for _ in range(calls):
+        dialed = 0
+        while dialed < calls:  # a call refused at capacity is dialed again, as a dialer does
             call = step.next_call()
+            dialed += 1
             try:
                 started = await _start(cfg, client, call)
             except Refused as refused:
@@ -442,6 +444,7 @@ async def _worker(
                     step.error(call, None, f"503 without Retry-After: {refused}")
                     continue
                 step.refused += 1
+                dialed -= 1
                 step.log(
                     f"call {call}: refused at capacity, retry after {refused.retry_after_s:g} s"
                 )
