@@ -97,14 +97,26 @@ def redis_server() -> Iterator[str]:
 
 
 @contextmanager
-def ray_service(_: argparse.Namespace, args: dict) -> Iterator[tuple[str, Callable[[], bool]]]:
+def ray_service(cli: argparse.Namespace, args: dict) -> Iterator[tuple[str, Callable[[], bool]]]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    if cli.direct_ingress:
+        # Serve's direct ingress: the ingress replica serves HTTP and WebSockets on a port of
+        # its own (this one), so no frame passes through Serve's proxy actor. Read by Ray's
+        # processes at start, hence before ray.init.
+        direct = free_port(port + 1)
+        os.environ.update(
+            RAY_SERVE_ENABLE_DIRECT_INGRESS="1",
+            RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT=str(direct),
+            RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT=str(direct + 1),
+        )
+        url = f"http://127.0.0.1:{direct}"
     import ray
     from ray import serve
     from ray.serve.api import _run
 
     from graph import build_app
 
-    port = free_port()
     with redis_server() as redis_url:
         # Replica output goes to Ray's log files, not over the progress lines.
         ray.init(
@@ -122,7 +134,7 @@ def ray_service(_: argparse.Namespace, args: dict) -> Iterator[tuple[str, Callab
             # Not blocking: readiness is waited for, within a bound, through /health.
             _run(build_app(app_args), name="sales", route_prefix="/", _blocking=False)
             print(f"[service] Ray logs: {ray._private.worker._global_node.get_logs_dir_path()}")
-            yield f"http://127.0.0.1:{port}", lambda: True
+            yield url, lambda: True
         finally:
             serve.shutdown()
             ray.shutdown()
@@ -427,6 +439,13 @@ def main() -> None:
         "--capacity", type=int, help="calls per LLM replica for the overload step (see above)"
     )
     parser.add_argument("--no-overload", action="store_true", help="skip the overload step")
+    parser.add_argument(
+        "--proxy",
+        dest="direct_ingress",
+        action="store_false",
+        help="the service's clients go through Serve's proxy actor, not the ingress replica's "
+        "own port (direct ingress, the default)",
+    )
     add_load_arguments(parser)
     cli = parser.parse_args()
     cli.bound_s = cli.bound_s or DEFAULT_BOUND_S[cli.mode]
