@@ -592,7 +592,7 @@ async def sweep(
 
 def add_load_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=sorted(CALLERS), default="stream")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--turns", type=int, default=MAX_TURNS, choices=range(1, MAX_TURNS + 1))
     parser.add_argument("--calls-per-worker", type=int, default=1, help="at least")
     parser.add_argument("--min-turns", type=int, default=30, help="turns per step, at least")

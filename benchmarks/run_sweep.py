@@ -1,6 +1,6 @@
 """The one command: the same paced load against the Ray Serve service and the naive baseline.
 
-    bash benchmarks/sweep.sh [--mode stream] [--concurrency 1 2 4 8] [--repeats 3]
+    bash benchmarks/sweep.sh [--mode stream] [--concurrency 1 2 4] [--repeats 3]
 
 (sweep.sh runs this in a network namespace that has only loopback.) One server at a time,
 so they never share the cores: start it, wait until /health says ok, one warm-up turn, the
@@ -11,8 +11,10 @@ baseline is benchmarks/baseline_server.py with the same args and a Redis of its 
 Admission control is off in the sweep (it measures what each server holds); then the
 overload step starts the service with admission on at a capacity (`--capacity`, else the
 config's `capacity.calls_per_llm_replica`, else the calls the sweep found it holds) and
-sends twice that many callers. Writes results/sweep-<time>.json, .md and .png, and
-benchmarks/RESULTS.md.
+sends twice that many callers (`--overload-only`: that step alone, its JSON and verdict).
+The service's callers connect to the ingress replica's own port (Serve's direct ingress:
+no frame passes through Serve's proxy actor); `--proxy` measures the way through it.
+Writes results/sweep-<time>.json, .md and .png, and benchmarks/RESULTS.md.
 
 Bounded: each server's start (--start-timeout-s), each step (--step-timeout-s), and no
 step starts after --max-minutes.
@@ -261,6 +263,19 @@ def run_server(
     return run
 
 
+def run_overload(
+    cli: argparse.Namespace, args: dict, scripts: list[list[Clip]], capacity: int
+) -> Run:
+    """The service with admission at `capacity` calls, and twice that many callers."""
+    print(f"[overload] admission at {capacity} calls, {2 * capacity} callers", flush=True)
+    run = run_server(
+        OVERLOAD, cli, with_capacity(args, capacity), scripts, float("inf"),
+        server="service", overload_at=2 * capacity,
+    )  # fmt: skip
+    run.notes["capacity"] = capacity
+    return run
+
+
 def _version(package: str) -> str:
     try:
         return version(package)
@@ -330,7 +345,12 @@ def results_md(
         "- Models: " + "; ".join(models(settings)),
         f"- Service: `graph.build_app` with the args of `{cli.config.name}` on Ray Serve "
         "(ingress, LLM, STT and TTS deployments; vLLM batches concurrent requests), Redis "
-        "sessions; admission control off in the sweep.",
+        "sessions; admission control off in the sweep; "
+        + (
+            "callers connect to the ingress replica's own port (Serve's direct ingress)."
+            if cli.direct_ingress
+            else "callers connect through Serve's proxy actor (`--proxy`)."
+        ),
         "- Baseline: `benchmarks/baseline_server.py`, one uvicorn process and one global "
         "lock: one model call at a time, no batching, no overlap of stages; the same turn "
         "code (`SalesCallService`, `VoiceChat`, `RealtimeVoiceChat`, `SessionStore` on its "
@@ -440,6 +460,9 @@ def main() -> None:
     )
     parser.add_argument("--no-overload", action="store_true", help="skip the overload step")
     parser.add_argument(
+        "--overload-only", action="store_true", help="only the overload step (no sweep)"
+    )
+    parser.add_argument(
         "--proxy",
         dest="direct_ingress",
         action="store_false",
@@ -463,18 +486,22 @@ def main() -> None:
     scripts = prospect_clips()  # before any server starts: TTS here must not compete with it
     deadline = time.monotonic() + cli.max_minutes * 60
     sweep_args = with_capacity(args, 0)  # each server's own limit, not admission's
-    runs = [run_server(label, cli, sweep_args, scripts, deadline) for label in cli.servers]
+    servers = [] if cli.overload_only else cli.servers
+    runs = [run_server(label, cli, sweep_args, scripts, deadline) for label in servers]
 
     cfg = load_config(cli, url="")
     overload = None
+    if cli.overload_only:  # a capacity checked on its own: the JSON and the verdict only
+        if not (capacity := cli.capacity or args.get("capacity", {}).get("calls_per_llm_replica")):
+            raise SystemExit("--overload-only needs --capacity or the config's capacity")
+        overload = run_overload(cli, args, scripts, capacity)
+        results = report.results_json([], cfg, cli.bound_s, cli.max_error_rate, overload)
+        print(f"wrote {write_results('overload', {'command': command, **results})}")
+        print("\n".join(overload_lines(overload, cfg.mode, cli.bound_s)))
+        return
     if "service" in cli.servers and not cli.no_overload:
         capacity = overload_capacity(cli, args, runs[cli.servers.index("service")], cfg.mode)
-        print(f"[overload] admission at {capacity} calls, {2 * capacity} callers", flush=True)
-        overload = run_server(
-            OVERLOAD, cli, with_capacity(args, capacity), scripts, float("inf"),
-            server="service", overload_at=2 * capacity,
-        )  # fmt: skip
-        overload.notes["capacity"] = capacity
+        overload = run_overload(cli, args, scripts, capacity)
     results = report.results_json(runs, cfg, cli.bound_s, cli.max_error_rate, overload)
     results = {"command": command, "models": models(Settings.from_args(args)), **results}
     json_path = write_results("sweep", results)
