@@ -102,6 +102,14 @@ class _Speaker:
             await asyncio.sleep(left)
         await asyncio.sleep(extra_s)
 
+    async def heard_out(self, pause_s: float) -> None:
+        """Until the agent has gone quiet for `pause_s`: a slow server's next sentence can
+        come after the last one has played, and a listener waits for it."""
+        while True:
+            await self.drained(pause_s)
+            if self.ends_at <= time.monotonic():
+                return
+
 
 async def stream_call(
     base_url: str,
@@ -134,6 +142,7 @@ async def stream_call(
     turn_over = asyncio.Event()
     reply_audio = asyncio.Event()
     ready = asyncio.Event()
+    greeted = asyncio.Event()  # the greeting's first audio is in
 
     opened = connect(url, max_size=None, open_timeout=timeout_s, additional_headers=headers)
     async with opened as ws:
@@ -165,6 +174,7 @@ async def stream_call(
                     speaker.add(state["sentence"], message)
                     if turn is None:
                         call.greeting += message
+                        greeted.set()
                         continue
                     turn.audio += message
                     if turn.audio_at is None:
@@ -189,7 +199,9 @@ async def stream_call(
                     turn.transcript = data["text"]
                 elif kind == "interrupted":
                     speaker.clear()
-                    if turn is not None:
+                    # Before any of its reply came, this turn's words cut what the agent was
+                    # saying before it (the greeting): its reply is still to come.
+                    if turn is not None and turn.audio_at is not None:
                         turn.interrupted, turn.heard = True, data["heard"]
                         turn_over.set()
                 elif kind == "turn_done" and turn is not None:
@@ -215,8 +227,8 @@ async def stream_call(
         receiver = tasks[2]
         try:
             await _first(ready, timeout_s, receiver)
-            await asyncio.sleep(0.5)  # let the greeting start
-            await speaker.drained(pause_s)
+            await _first(greeted, timeout_s, receiver)  # a lead hears the greeting out
+            await speaker.heard_out(pause_s)
             for n, (text, samples) in enumerate(lines, start=1):
                 turn = StreamTurn(said=text)
                 call.turns.append(turn)
