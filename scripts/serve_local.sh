@@ -6,7 +6,7 @@
 # `--coqui` speaks with a Coqui voice, its TTS deployment in its own environment
 # (serve_config.coqui.yaml). `--direct-ingress` also serves the API on 127.0.0.1:8001 from
 # the ingress replica itself (Serve's direct ingress): streamed audio skips Serve's proxy
-# actor, which costs ~0.05 of a core per streamed call (README, "Where the cores go").
+# actor, which costs ~0.1 of a core per streamed call (README, "Where the cores go").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 show_logs=0
