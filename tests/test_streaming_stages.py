@@ -1,9 +1,12 @@
 """The streaming voice stages alone, in milliseconds: PCM frames, voice activity and turns
-(the real Silero VAD on real speech, silence and noise), and the paced playout."""
+(the real Silero VAD on real speech, silence and noise), the paced playout, and the stream
+client against a scripted server."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 
 import numpy as np
 import pytest
@@ -155,3 +158,55 @@ def test_acknowledgements_decide_what_was_heard():
         assert playout.heard() == "alpha"
 
     asyncio.run(run())
+
+
+def test_the_stream_client_hears_a_late_greeting_out_and_an_interruption_of_it_is_not_its_turn():
+    """A scripted server whose greeting starts late (a busy one): the caller waits for it
+    before speaking, and `interrupted` for the greeting (the lead's words cut it) does not
+    end the lead's turn: the reply that follows is its answer."""
+    from websockets.asyncio.server import serve
+
+    from salesagent.voice.stream_client import stream_call
+
+    times: dict[str, float] = {}
+    chunk = b"\0\0" * 2400  # 0.1 s of agent audio at 24 kHz
+
+    async def server(ws) -> None:
+        await ws.send(json.dumps({"type": "ready", "mode": "stream"}))
+        await asyncio.sleep(1.0)
+        times["greeted"] = time.monotonic()
+        await ws.send(json.dumps({"type": "agent_sentence", "id": 1, "text": "Hi John."}))
+        await ws.send(chunk)
+        quiet = None
+        async for message in ws:
+            if not isinstance(message, bytes):
+                continue  # playback acknowledgements
+            loud = np.abs(np.frombuffer(message, "<i2")).max() > 600
+            if loud and "spoke" not in times:
+                times["spoke"] = time.monotonic()
+                await ws.send(json.dumps({"type": "interrupted", "heard": "Hi John."}))
+            if "spoke" in times:
+                quiet = None if loud else (quiet or 0) + 1
+                if quiet == 15:  # 0.3 s of silence after the line: the reply
+                    break
+        await ws.send(json.dumps({"type": "agent_sentence", "id": 2, "text": "Hello again."}))
+        await ws.send(chunk)
+        await ws.send(json.dumps({"type": "turn_done", "should_end_call": False}))
+        async for message in ws:
+            if message == "END_CONNECTION_REQUEST_BY_CLIENT":
+                return
+
+    async def run():
+        async with serve(server, "127.0.0.1", 0) as listening:
+            port = listening.sockets[0].getsockname()[1]
+            line = (0.3 * np.sin(np.arange(8000) / 3)).astype(np.float32)  # 0.5 s, loud
+            return await stream_call(
+                f"http://127.0.0.1:{port}", "c1", [("hello?", line)], pause_s=0.2, timeout_s=10
+            )
+
+    call = asyncio.run(run())
+    assert times["spoke"] > times["greeted"]  # not over a greeting not yet begun
+    (turn,) = call.turns
+    assert turn.done and not turn.interrupted
+    assert turn.sentences == ["Hello again."]
+    assert turn.first_audio_s is not None and 0 < turn.first_audio_s < 2
