@@ -98,15 +98,12 @@ class _Speaker:
         return sentence_id, max(0.0, min(time.monotonic(), self.ends_at) - start) * 1000
 
     async def drained(self, extra_s: float = 0.0) -> None:
-        while (left := self.ends_at - time.monotonic()) > 0:
-            await asyncio.sleep(left)
-        await asyncio.sleep(extra_s)
-
-    async def heard_out(self, pause_s: float) -> None:
-        """Until the agent has gone quiet for `pause_s`: a slow server's next sentence can
-        come after the last one has played, and a listener waits for it."""
+        """Until all audio has played and `extra_s` more passed without any: a slow server's
+        next sentence can come after the last one has played, and a listener waits for it."""
         while True:
-            await self.drained(pause_s)
+            while (left := self.ends_at - time.monotonic()) > 0:
+                await asyncio.sleep(left)
+            await asyncio.sleep(extra_s)
             if self.ends_at <= time.monotonic():
                 return
 
@@ -228,7 +225,7 @@ async def stream_call(
         try:
             await _first(ready, timeout_s, receiver)
             await _first(greeted, timeout_s, receiver)  # a lead hears the greeting out
-            await speaker.heard_out(pause_s)
+            await speaker.drained(pause_s)
             for n, (text, samples) in enumerate(lines, start=1):
                 turn = StreamTurn(said=text)
                 call.turns.append(turn)
