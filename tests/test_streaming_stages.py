@@ -210,3 +210,164 @@ def test_the_stream_client_hears_a_late_greeting_out_and_an_interruption_of_it_i
     assert turn.done and not turn.interrupted
     assert turn.sentences == ["Hello again."]
     assert turn.first_audio_s is not None and 0 < turn.first_audio_s < 2
+
+
+class ScriptedCall:
+    """The service side of one streamed call, scripted, around the real `RealtimeVoiceChat`
+    (real Silero VAD, real speech in): a long greeting is playing, the transcriptions are the
+    test's (`hear(audio, ended)`: `ended` is whether the speech was over when it was asked),
+    and every turn is answered "Evenings work." Frames go in faster than real time."""
+
+    GREETING_S = 8.0  # long enough that the agent is still talking when the lead is done
+
+    def __init__(self, hear):
+        from contextlib import asynccontextmanager
+        from types import SimpleNamespace
+
+        from salesagent.platform.metrics import NoMetrics
+        from salesagent.platform.settings import LimitsSettings
+        from salesagent.voice.audio import encode_wav
+        from salesagent.voice.realtime import RealtimeVoiceChat
+
+        self.sent: list[dict] = []
+        self.turns: list[str] = []  # the customer lines answered
+        self.heard_calls = 0
+        incoming: asyncio.Queue = asyncio.Queue()
+        self.incoming = incoming
+        scripted = self
+
+        class Socket:
+            async def receive(self):
+                return await incoming.get()
+
+            async def send_json(self, data):
+                scripted.sent.append(data)
+
+            async def send_bytes(self, data):
+                pass
+
+            async def close(self, code=1000, reason=None):
+                incoming.put_nowait({"type": "websocket.disconnect"})
+
+        class Turn:
+            result = SimpleNamespace(should_end_call=False, reply="Evenings work.")
+            read_at, rewritten, worded_by = None, False, "model"
+
+            async def sentences(self):
+                yield "Evenings work."
+
+            def delivered(self, heard):
+                pass
+
+            def interrupt(self, heard):
+                pass
+
+        class Store:
+            async def get_active(self, call_id):
+                return SimpleNamespace(history=[SimpleNamespace(text="Hi Ann, this is Alex.")])
+
+            @asynccontextmanager
+            async def websocket_claim(self, call_id, ttl_s):
+                yield
+
+            async def cut_agent_entry(self, call_id, index, heard):
+                return True
+
+        class Service:
+            store, metrics = Store(), NoMetrics()
+            audio = SimpleNamespace(max_seconds=60.0)
+
+            async def transcribe(self, call_id, audio):
+                scripted.heard_calls += 1
+                ended = scripted.said("speech_stopped")
+                return await hear(audio, ended)
+
+            @asynccontextmanager
+            async def turn(self, call_id, text, channel):
+                scripted.turns.append(text)
+                yield Turn()
+
+            async def speak(self, text):
+                seconds = scripted.GREETING_S if text.startswith("Hi Ann") else 0.3
+                return encode_wav(np.zeros(round(24000 * seconds), np.float32), 24000)
+
+        self.chat = RealtimeVoiceChat(
+            Socket(), "c1", Service(), LimitsSettings(), TurnSettings(), 16000, 24000
+        )
+
+    def said(self, kind: str) -> bool:
+        return any(m["type"] == kind for m in self.sent)
+
+    async def talk_over_the_greeting(self, line: np.ndarray, then_s: float = 3.0) -> None:
+        """The lead says `line` over the greeting, then is silent for `then_s` (stream time)."""
+        from salesagent.voice.pcm import pcm16
+
+        running = asyncio.ensure_future(self.chat.run())
+        while not self.said("agent_sentence"):  # the greeting has begun
+            await asyncio.sleep(0.01)
+        audio = np.concatenate([line, np.zeros(round(16000 * then_s), np.float32)])
+        for i in range(0, len(audio), 320):
+            frame = pcm16(audio[i : i + 320])
+            self.incoming.put_nowait({"type": "websocket.receive", "bytes": frame})
+            await asyncio.sleep(0.003)
+            if self.said("turn_done"):
+                break
+        for _ in range(200):  # the reply, if one comes, within 2 s
+            if self.said("turn_done"):
+                break
+            await asyncio.sleep(0.01)
+        self.incoming.put_nowait({"type": "websocket.disconnect"})
+        await asyncio.wait_for(running, 5)
+
+
+QUESTION_OVER_GREETING = "Sure, but what is this about?"
+
+
+def test_speech_that_ends_while_a_piece_of_it_is_heard_is_heard_whole():
+    """The lead's question over the greeting is judged first on its first half second,
+    heard as "Sure." (a backchannel) only after the lead has finished (a busy STT): that
+    piece decides nothing, the whole is heard, it interrupts and it is answered."""
+    line = speech_16k(QUESTION_OVER_GREETING)
+
+    async def hear(audio, ended):
+        if ended:
+            return QUESTION_OVER_GREETING
+        while not call.said("speech_stopped"):  # slow: the speech ends meanwhile
+            await asyncio.sleep(0.01)
+        return "Sure."
+
+    call = ScriptedCall(hear)
+    asyncio.run(call.talk_over_the_greeting(line))
+    kinds = [m["type"] for m in call.sent]
+    assert "interrupted" in kinds
+    assert call.turns == [QUESTION_OVER_GREETING]
+    assert kinds.index("interrupted") < kinds.index("user_text") < kinds.index("turn_done")
+
+
+def test_words_after_a_backchannel_are_heard_before_the_speech_is_let_go():
+    """Every piece heard while the lead talks is a backchannel ("Sure, okay."), so the
+    greeting goes on; the words after the last piece are heard when the speech ends, and
+    they interrupt and are answered (before, the speech was dropped as a backchannel)."""
+    line = speech_16k(QUESTION_OVER_GREETING)
+
+    async def hear(audio, ended):
+        return QUESTION_OVER_GREETING if ended else "Sure, okay."
+
+    call = ScriptedCall(hear)
+    asyncio.run(call.talk_over_the_greeting(line))
+    assert call.heard_calls >= 2  # pieces while talking, then the whole
+    assert call.turns == [QUESTION_OVER_GREETING]
+    assert call.said("interrupted")
+
+
+def test_a_backchannel_over_the_agent_is_no_turn_and_the_agent_goes_on():
+    line = speech_16k("Uh-huh, okay.")
+
+    async def hear(audio, ended):
+        return "Uh-huh, okay."
+
+    call = ScriptedCall(hear)
+    asyncio.run(call.talk_over_the_greeting(line))
+    assert call.heard_calls >= 1
+    assert call.turns == [] and not call.said("interrupted")
+    assert call.said("speech_stopped")

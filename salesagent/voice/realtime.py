@@ -250,12 +250,15 @@ class RealtimeVoiceChat:
                 self._start_reply()
         elif event is TurnEvent.TURN_ENDED:
             await self._send_json({"type": "speech_stopped"})
-            if self._barge is not None and self._barge.get("checking"):
-                self._barge["ended_at"] = self._wall(at)  # its words decide, when they are in
+            barge = self._barge
+            if barge is not None and barge.get("checking"):
+                barge["ended_at"] = self._wall(at)  # its words decide, when they are in
                 return
-            if self._barge is not None and self._barge.get("undecided"):
-                self._barge["ended_at"] = self._wall(at)  # now the whole of it decides
-                self._judge_now(self._barge)
+            if barge is not None and (
+                barge.get("undecided") or (self._only_over_agent() and self._unheard(barge))
+            ):
+                barge["ended_at"] = self._wall(at)  # now the whole of it decides
+                self._judge_now(barge)
                 return
             if self._only_over_agent():
                 self._barge = None  # a backchannel or a noise over the agent: no turn
@@ -275,6 +278,10 @@ class RealtimeVoiceChat:
         barge = self._barge
         return barge is not None and not barge["interrupted"] and self._agent_talking
 
+    def _unheard(self, barge: dict) -> bool:
+        """The speech went on after the piece of it judged last (a backchannel then)."""
+        return "judged_to_s" in barge and self._segmenter.last_voice_s > barge["judged_to_s"]
+
     def _check_barge_in(self) -> None:
         barge = self._barge
         if barge is None or barge["interrupted"] or barge.get("checking"):
@@ -292,6 +299,7 @@ class RealtimeVoiceChat:
     def _judge_now(self, barge: dict) -> None:
         barge["checking"] = True
         barge["whole"] = "ended_at" in barge  # the words judged are all there will be
+        barge["judged_to_s"] = self._segmenter.now_s
         self._judging = asyncio.ensure_future(
             self._judge_barge_in(barge, self._segmenter.utterance())
         )
@@ -309,6 +317,16 @@ class RealtimeVoiceChat:
         if self._barge is not barge:
             self._playout.resume()
             return
+        if (
+            not barge["whole"]
+            and "ended_at" in barge
+            and (len(text.split()) <= 2 or _is_backchannel(text, self.turns.backchannels))
+        ):
+            # The speech ended while a piece of it was being heard: the piece decides
+            # nothing ("Sure." may begin "Sure, what is it about?", and "uh-hu" cut off is
+            # heard as "It has."). The agent stays held while the whole of it is heard.
+            self._judge_now(barge)
+            return
         if _is_backchannel(text, self.turns.backchannels):
             self.service.metrics.inc("salesagent_backchannels_total")
             self._playout.resume()
@@ -318,12 +336,8 @@ class RealtimeVoiceChat:
             return
         if not barge["whole"] and len(text.split()) <= 2:
             # A word cut off mid-way ("uh-hu" is heard as "It has."): keep the agent held
-            # and hear more, when the speech has doubled or ended. When it ended while this
-            # piece was being heard, hear the whole of it now.
-            if "ended_at" in barge:
-                self._judge_now(barge)
-            else:
-                barge["undecided"] = True
+            # and hear more, when the speech has doubled or ended.
+            barge["undecided"] = True
             return
         barge["interrupted"] = True
         await self._stop_talking()
