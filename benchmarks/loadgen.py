@@ -201,8 +201,10 @@ class Step:
         self.log(f"call {call} turn {turn}: {figures}")
 
     def error(self, call: int, turn: int | None, kind: str) -> None:
-        self.errors[kind[:120]] += 1
-        self.log(f"call {call} turn {turn or '-'}: ERROR {kind[:120]}")
+        """Counted by its kind (the message without the events it lists, at most 120
+        characters); the progress log keeps the whole of it."""
+        self.errors[kind.split("; last events")[0][:120]] += 1
+        self.log(f"call {call} turn {turn or '-'}: ERROR {kind}")
 
     def result(self) -> dict:
         wall_s = time.perf_counter() - self.started

@@ -262,9 +262,11 @@ async def stream_call(
                     await _first(turn_over, timeout_s, receiver)
         except TimeoutError as exc:
             errors = call.turns[-1].errors if call.turns else []
+            since = state["speech_end"] or time.monotonic()  # the events' times: from there
+            events = [f"{kind} {at - since:+.1f}s" for at, kind in call.events[-10:]]
             raise StreamTimeout(
                 f"turn {len(call.turns)}: no answer within {timeout_s:g} s; last events "
-                f"{[kind for _, kind in call.events[-6:]]}, errors {errors}",
+                f"(seconds from the end of the lead's speech) {events}, errors {errors}",
                 call,
             ) from exc
         finally:
