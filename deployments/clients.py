@@ -40,10 +40,23 @@ class _DeploymentClient:
         except Exception as exc:  # timeouts, missing or dead replicas, engine errors
             _cancel(response)
             raise self._error(exc) from exc
+        except asyncio.CancelledError as exc:
+            _cancel(response)
+            if _asked_to_stop():
+                raise
+            raise self._error(exc) from exc
 
     async def ready(self) -> str:
         """Answers only when a replica is up, within the health bound."""
         return await self._call("ready", timeout_s=self._ready_timeout_s)
+
+
+def _asked_to_stop() -> bool:
+    """Whether a CancelledError is this task's own: Serve also raises a bare one when the
+    replica's side of a call was cancelled, and a caller that took that for its own
+    cancellation would wait for an answer that never comes. That one is a failure."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
 
 
 def _cancel(response) -> None:
@@ -75,6 +88,10 @@ class ServeLLMClient(_DeploymentClient):
                     return
                 yield delta
         except Exception as exc:
+            raise self._error(exc) from exc
+        except asyncio.CancelledError as exc:
+            if _asked_to_stop():
+                raise
             raise self._error(exc) from exc
         finally:
             _cancel(responses)  # stops generation when the caller has enough

@@ -35,7 +35,9 @@ class ScriptedEngine:
     no objection), so calls never end on their own, and each reply names the turn it
     answers ("This is turn 7." -> "Got turn 7."), so misplaced entries show. A line that
     says "slowly" takes `slow_s` seconds, long enough to kill a replica in the middle;
-    `stall_flag` (a file) is touched when such a stall begins, so a test knows when."""
+    `stall_flag` (a file) is touched when such a stall begins, so a test knows when. A line
+    that says "cancelled" ends its reply cancelled after a word, as a request aborted under
+    the replica does."""
 
     def __init__(self, slow_s: float = 6.0, stall_flag: str | None = None):
         self.slow_s, self.stall_flag = slow_s, stall_flag
@@ -49,6 +51,8 @@ class ScriptedEngine:
         turn = re.search(r"turn \d+", line)
         for word in f"Got {turn.group(0) if turn else 'it'}.".split(" "):
             yield Delta(f"{word} ", 1)
+            if "cancelled" in line:
+                raise asyncio.CancelledError()
 
     async def choose(self, messages, choices):
         return choices[0]

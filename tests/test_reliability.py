@@ -165,6 +165,18 @@ def test_llm_replica_killed_mid_turn(client, stalls):
     assert_turns(history(client, call_id), [1, 3])
 
 
+def test_a_reply_cancelled_in_the_llm_replica_is_503_not_a_hang(client):
+    """Serve hands the caller a bare CancelledError when the replica's side of a stream was
+    cancelled; the turn must fail as unavailable (it once waited for the reply forever)."""
+    call_id = start(client)
+    r = client.post(
+        f"{API}/respond/{call_id}", json={"message": "This is turn 1 cancelled."}, timeout=30
+    )
+    assert r.status_code == 503 and "LLM service unavailable" in r.json()["detail"], r.text
+    assert len(history(client, call_id)) == 1  # the greeting only
+    assert say(client, call_id, 2).status_code == 200
+
+
 def test_stt_replica_killed_mid_transcription(client, stalls):
     call_id = start(client)
     assert say(client, call_id, 1).status_code == 200

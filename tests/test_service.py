@@ -1,5 +1,7 @@
 """The turn workflow over real Redis, with LLM faults injected by a scripted client."""
 
+import asyncio
+
 import pytest
 
 from salesagent.platform.sessions import SessionStore
@@ -17,8 +19,11 @@ class ScriptedLLM:
     speculative reply and its rewrite get the same); `fail_after` deltas it raises, as a
     dying replica would."""
 
-    def __init__(self, replies, intent="continue", fail_after=None, topic=None, slot=None):
+    def __init__(
+        self, replies, intent="continue", fail_after=None, topic=None, slot=None, cancelled=False
+    ):
         self.replies = list(replies)
+        self.cancelled = cancelled  # the failure is a cancellation from below, not an error
         self.intent = intent
         self.topic = topic
         self.slot = slot
@@ -45,7 +50,7 @@ class ScriptedLLM:
         try:
             for i, word in enumerate(words):
                 if self.fail_after is not None and i == self.fail_after:
-                    raise LLMUnavailable("replica died")
+                    raise asyncio.CancelledError() if self.cancelled else LLMUnavailable("died")
                 sent += 1
                 yield word if i == 0 else " " + word
         finally:
@@ -93,6 +98,16 @@ async def test_llm_failure_mid_turn_stores_nothing(store):
     with pytest.raises(LLMUnavailable):
         await svc.respond(call.call_id, "hello?")
     assert len((await store.get(call.call_id)).history) == 1  # no half-written turn
+
+
+async def test_a_reply_stream_cancelled_from_below_fails_the_turn_instead_of_hanging_it(store):
+    """The speculative reply runs in a task of its own; a stream that ends cancelled (a
+    handle's call cancelled under it) must still end the reply: LLMUnavailable, no hang."""
+    svc = service(store, ScriptedLLM(["This reply will break"], fail_after=2, cancelled=True))
+    call = await svc.start_call("John", "555-010-0100")
+    with pytest.raises(LLMUnavailable):
+        await asyncio.wait_for(svc.respond(call.call_id, "hello?"), 5)
+    assert len((await store.get(call.call_id)).history) == 1
 
 
 async def test_unusable_output_is_retried_then_replaced(store):

@@ -519,31 +519,41 @@ class _Prefetch:
 
     def __init__(self, source: AsyncIterator[str], limit: int):
         self._queue: asyncio.Queue = asyncio.Queue()
+        self._cancelled = False
         self._task = asyncio.ensure_future(self._run(source, limit))
 
     async def _run(self, source: AsyncIterator[str], limit: int) -> None:
+        # However the source ends, the consumer hears of it: a reply that waited for an
+        # end nobody sent would hold the call's turn for good.
+        end: BaseException = StopAsyncIteration()
         try:
             async with aclosing(source):
                 async for item in source:
-                    await self._queue.put((item, None))
+                    self._queue.put_nowait((item, None))
                     limit -= ends_sentence(item)
                     if limit <= 0:
                         break
         except Exception as exc:  # handed to the consumer, raised there
-            await self._queue.put((None, exc))
-        await self._queue.put((None, StopAsyncIteration()))
+            end = exc
+        except asyncio.CancelledError:  # not by `cancel` (a handle's call cancelled below)
+            if not self._cancelled:
+                end = LLMUnavailable("LLM service unavailable: the reply's stream was cancelled")
+            raise
+        finally:
+            self._queue.put_nowait((None, end))
 
     async def items(self) -> AsyncIterator[str]:
         while True:
-            item, exc = await self._queue.get()
-            if isinstance(exc, StopAsyncIteration):
+            item, end = await self._queue.get()
+            if isinstance(end, StopAsyncIteration):
                 return
-            if exc:
-                raise exc
+            if end:
+                raise end
             yield item
 
     async def cancel(self) -> None:
         if not self._task.done():
+            self._cancelled = True
             self._task.cancel()
             with suppress(BaseException):
                 await self._task
