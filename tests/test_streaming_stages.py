@@ -214,23 +214,26 @@ def test_the_stream_client_hears_a_late_greeting_out_and_an_interruption_of_it_i
 
 class ScriptedCall:
     """The service side of one streamed call, scripted, around the real `RealtimeVoiceChat`
-    (real Silero VAD, real speech in): a long greeting is playing, the transcriptions are the
-    test's (`hear(audio, ended)`: `ended` is whether the speech was over when it was asked),
-    and every turn is answered "Evenings work." Frames go in faster than real time."""
+    (real Silero VAD, real speech in): the greeting plays `greeting_s`, the transcriptions
+    are the test's (`hear(audio, ended)`: `ended` is whether the speech was over when it was
+    asked), the first `failing_turns` turns fail (Redis drops) and the others are answered
+    "Evenings work." Frames go in faster than real time."""
 
-    GREETING_S = 8.0  # long enough that the agent is still talking when the lead is done
-
-    def __init__(self, hear):
+    def __init__(self, hear, greeting_s: float = 8.0, failing_turns: int = 0):
         from contextlib import asynccontextmanager
         from types import SimpleNamespace
+
+        from redis.exceptions import RedisError
 
         from salesagent.platform.metrics import NoMetrics
         from salesagent.platform.settings import LimitsSettings
         from salesagent.voice.audio import encode_wav
         from salesagent.voice.realtime import RealtimeVoiceChat
 
+        # 8 s: the agent is still greeting when the lead is done talking over it.
+        self.greeting_s = greeting_s
         self.sent: list[dict] = []
-        self.turns: list[str] = []  # the customer lines answered
+        self.turns: list[str] = []  # the customer lines taken up
         self.heard_calls = 0
         incoming: asyncio.Queue = asyncio.Queue()
         self.incoming = incoming
@@ -285,10 +288,12 @@ class ScriptedCall:
             @asynccontextmanager
             async def turn(self, call_id, text, channel):
                 scripted.turns.append(text)
+                if len(scripted.turns) <= failing_turns:
+                    raise RedisError("Connection reset by peer")
                 yield Turn()
 
             async def speak(self, text):
-                seconds = scripted.GREETING_S if text.startswith("Hi Ann") else 0.3
+                seconds = scripted.greeting_s if text.startswith("Hi Ann") else 0.3
                 return encode_wav(np.zeros(round(24000 * seconds), np.float32), 24000)
 
         self.chat = RealtimeVoiceChat(
@@ -298,24 +303,33 @@ class ScriptedCall:
     def said(self, kind: str) -> bool:
         return any(m["type"] == kind for m in self.sent)
 
-    async def talk_over_the_greeting(self, line: np.ndarray, then_s: float = 3.0) -> None:
-        """The lead says `line` over the greeting, then is silent for `then_s` (stream time)."""
+    def answers(self) -> int:
+        """Turns over so far: answered, or failed."""
+        return sum(m["type"] == "turn_done" or bool(m.get("turn_failed")) for m in self.sent)
+
+    async def talk(self, *lines: np.ndarray, over_greeting: bool = True) -> None:
+        """The lead says each line (the first over the greeting, or after it), each followed
+        by silence until it is answered or its turn fails, or for 3 s (stream time)."""
         from salesagent.voice.pcm import pcm16
 
         running = asyncio.ensure_future(self.chat.run())
         while not self.said("agent_sentence"):  # the greeting has begun
             await asyncio.sleep(0.01)
-        audio = np.concatenate([line, np.zeros(round(16000 * then_s), np.float32)])
-        for i in range(0, len(audio), 320):
-            frame = pcm16(audio[i : i + 320])
-            self.incoming.put_nowait({"type": "websocket.receive", "bytes": frame})
-            await asyncio.sleep(0.003)
-            if self.said("turn_done"):
-                break
-        for _ in range(200):  # the reply, if one comes, within 2 s
-            if self.said("turn_done"):
-                break
-            await asyncio.sleep(0.01)
+        if not over_greeting:
+            await asyncio.sleep(self.greeting_s + 0.5)
+        for line in lines:
+            before = self.answers()
+            audio = np.concatenate([line, np.zeros(16000 * 3, np.float32)])
+            for i in range(0, len(audio), 320):
+                frame = pcm16(audio[i : i + 320])
+                self.incoming.put_nowait({"type": "websocket.receive", "bytes": frame})
+                await asyncio.sleep(0.003)
+                if self.answers() > before:
+                    break
+            for _ in range(200):  # the answer, if one comes, within 2 s
+                if self.answers() > before:
+                    break
+                await asyncio.sleep(0.01)
         self.incoming.put_nowait({"type": "websocket.disconnect"})
         await asyncio.wait_for(running, 5)
 
@@ -337,7 +351,7 @@ def test_speech_that_ends_while_a_piece_of_it_is_heard_is_heard_whole():
         return "Sure."
 
     call = ScriptedCall(hear)
-    asyncio.run(call.talk_over_the_greeting(line))
+    asyncio.run(call.talk(line))
     kinds = [m["type"] for m in call.sent]
     assert "interrupted" in kinds
     assert call.turns == [QUESTION_OVER_GREETING]
@@ -354,7 +368,7 @@ def test_words_after_a_backchannel_are_heard_before_the_speech_is_let_go():
         return QUESTION_OVER_GREETING if ended else "Sure, okay."
 
     call = ScriptedCall(hear)
-    asyncio.run(call.talk_over_the_greeting(line))
+    asyncio.run(call.talk(line))
     assert call.heard_calls >= 2  # pieces while talking, then the whole
     assert call.turns == [QUESTION_OVER_GREETING]
     assert call.said("interrupted")
@@ -367,7 +381,24 @@ def test_a_backchannel_over_the_agent_is_no_turn_and_the_agent_goes_on():
         return "Uh-huh, okay."
 
     call = ScriptedCall(hear)
-    asyncio.run(call.talk_over_the_greeting(line))
+    asyncio.run(call.talk(line))
     assert call.heard_calls >= 1
     assert call.turns == [] and not call.said("interrupted")
     assert call.said("speech_stopped")
+
+
+def test_a_turn_that_fails_unexpectedly_is_said_to_have_failed_and_the_next_is_answered():
+    """A fault below the turn (Redis drops mid-turn) is no silent hang: the lead's client
+    gets an `error` with `turn_failed`, and the next words are heard afresh and answered."""
+    line = speech_16k("Can I attend in the evening?")
+
+    async def hear(audio, ended):
+        return "Can I attend in the evening?"
+
+    call = ScriptedCall(hear, greeting_s=0.3, failing_turns=1)
+    asyncio.run(call.talk(line, line, over_greeting=False))
+    failed = [m for m in call.sent if m.get("turn_failed")]
+    assert len(failed) == 1 and failed[0]["type"] == "error"
+    assert "say it again" in failed[0]["message"]
+    assert call.turns == ["Can I attend in the evening?"] * 2
+    assert [m["type"] for m in call.sent].count("turn_done") == 1

@@ -20,7 +20,9 @@ marked interrupted. Turns land in the same history as every other channel.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import logging
 import re
 import time
 from contextlib import suppress
@@ -52,6 +54,8 @@ from salesagent.voice.voice_chat import (
     parse_control,
     refuse,
 )
+
+logger = logging.getLogger("salesagent.voice")
 
 
 class _Reply:
@@ -354,8 +358,24 @@ class RealtimeVoiceChat:
     def _start_reply(self) -> _Reply:
         reply = _Reply()
         reply.task = asyncio.ensure_future(self._answer(reply, self._segmenter.utterance()))
+        watch = asyncio.get_running_loop().call_later(
+            self.turns.stuck_reply_s, self._report_stuck, reply
+        )
+        reply.task.add_done_callback(lambda _: watch.cancel())
         self._reply = reply
         return reply
+
+    def _report_stuck(self, reply: _Reply) -> None:
+        """A reply still running long after any reply ends: the log says where it waits."""
+        stack = io.StringIO()
+        reply.task.print_stack(file=stack)
+        logger.warning(
+            "call %s: a reply has run for %.0f s (timeline %s); it waits in:\n%s",
+            self.call_id,
+            self.turns.stuck_reply_s,
+            reply.timeline(),
+            stack.getvalue(),
+        )
 
     async def _cancel_reply(self, interrupted: bool = False, heard: str | None = None) -> None:
         """Stop the reply in flight. One the customer has heard part of is stored as far as
@@ -372,42 +392,50 @@ class RealtimeVoiceChat:
             await reply.task
 
     async def _answer(self, reply: _Reply, audio) -> None:
+        """The reply to one utterance, to its end: answered (`turn_done`), or failed (an
+        `error` with `turn_failed`: the words went unanswered, the lead's next ones start
+        afresh), or the call is over. Never silent, whatever failed."""
         try:
-            text = await self.service.transcribe(self.call_id, audio)
-            reply.mark("stt")
-        except NoSpeech:  # a noise, not words: no turn
-            await reply.confirmed.wait()
-            self._segmenter.take()
-            self._finish(reply)
-            return
-        except (STTFailed, STTUnavailable, LLMUnavailable) as exc:
-            await reply.confirmed.wait()
-            self._segmenter.take()  # the customer is told; their next words start afresh
-            await self._error(str(exc))
-            self._finish(reply)
-            return
-        try:
-            async with self.service.turn(self.call_id, text, "stream") as turn:
-                reply.turn = turn
-                reply.mark("turn")
-                await reply.confirmed.wait()
-                reply.mark("confirmed")
-                await self._send_json({"type": "user_text", "text": text})
-                await self._speak(turn.sentences(), reply)
-        except LLMUnavailable as exc:
-            self._segmenter.take()
-            await self._error(str(exc))
-            self._finish(reply)
-            return
+            await self._reply_to(reply, audio)
+        except ClientGone:
+            raise
         except CallNotFound:
             await self._send_json({"type": "system", "message": "Call has ended."})
             await self.socket.close(code=NORMAL_CLOSURE)
             self._over.set()
-            return
         except CallLimitReached as exc:
             await refuse(self.socket, str(exc))
             self._over.set()
+        except Exception as exc:
+            if isinstance(exc, STTFailed | STTUnavailable | LLMUnavailable):
+                message = str(exc)
+            else:  # a fault of ours or of a part below (Redis): logged, and the lead told
+                logger.exception("call %s: the streamed turn failed", self.call_id)
+                self.service.metrics.inc(
+                    "salesagent_errors_total", stage="stream_turn", kind=type(exc).__name__
+                )
+                message = "The agent could not answer that; please say it again"
+            await reply.confirmed.wait()  # the lead may still be talking: then it is moot
+            self._segmenter.take()
+            await self._send_json({"type": "error", "message": message, "turn_failed": True})
+        finally:
+            self._finish(reply)
+
+    async def _reply_to(self, reply: _Reply, audio) -> None:
+        try:
+            text = await self.service.transcribe(self.call_id, audio)
+        except NoSpeech:  # a noise, not words: no turn
+            await reply.confirmed.wait()
+            self._segmenter.take()
             return
+        reply.mark("stt")
+        async with self.service.turn(self.call_id, text, "stream") as turn:
+            reply.turn = turn
+            reply.mark("turn")
+            await reply.confirmed.wait()
+            reply.mark("confirmed")
+            await self._send_json({"type": "user_text", "text": text})
+            await self._speak(turn.sentences(), reply)
         self._finish(reply)
         result = turn.result
         reply.marks["read"] = turn.read_at or reply.marks["start"]

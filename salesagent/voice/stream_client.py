@@ -212,6 +212,8 @@ async def stream_call(
                 elif kind == "error":
                     if turn is not None:
                         turn.errors.append(data["message"])
+                        if data.get("turn_failed"):  # no reply comes to these words
+                            turn_over.set()
                     else:
                         raise RuntimeError(f"voice chat refused: {data['message']}")
                 elif kind == "system":

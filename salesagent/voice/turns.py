@@ -67,6 +67,8 @@ class TurnSettings(BaseModel):
             "alright",
         ]  # fmt: skip
     )
+    # A reply still running after this long is stuck somewhere: the log says where.
+    stuck_reply_s: float = Field(default=60.0, gt=0)
     # Outgoing audio: chunk length, and how far ahead of real time it is sent.
     frame_ms: int = 40
     playback_lead_s: float = 0.3
