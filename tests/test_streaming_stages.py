@@ -219,7 +219,13 @@ class ScriptedCall:
     asked), the first `failing_turns` turns fail (Redis drops) and the others are answered
     "Evenings work." Frames go in faster than real time."""
 
-    def __init__(self, hear, greeting_s: float = 8.0, failing_turns: int = 0):
+    def __init__(
+        self,
+        hear,
+        greeting_s: float = 8.0,
+        failing_turns: int = 0,
+        turns: TurnSettings | None = None,
+    ):
         from contextlib import asynccontextmanager
         from types import SimpleNamespace
 
@@ -257,6 +263,8 @@ class ScriptedCall:
             read_at, rewritten, worded_by = None, False, "model"
 
             async def sentences(self):
+                if scripted.turns[-1] == "HANG":
+                    await asyncio.Event().wait()  # a reply that never comes
                 yield "Evenings work."
 
             def delivered(self, heard):
@@ -297,7 +305,7 @@ class ScriptedCall:
                 return encode_wav(np.zeros(round(24000 * seconds), np.float32), 24000)
 
         self.chat = RealtimeVoiceChat(
-            Socket(), "c1", Service(), LimitsSettings(), TurnSettings(), 16000, 24000
+            Socket(), "c1", Service(), LimitsSettings(), turns or TurnSettings(), 16000, 24000
         )
 
     def said(self, kind: str) -> bool:
@@ -402,3 +410,14 @@ def test_a_turn_that_fails_unexpectedly_is_said_to_have_failed_and_the_next_is_a
     assert "say it again" in failed[0]["message"]
     assert call.turns == ["Can I attend in the evening?"] * 2
     assert [m["type"] for m in call.sent].count("turn_done") == 1
+
+
+def test_a_reply_that_is_stuck_is_logged_with_where_it_waits(caplog):
+    async def hear(audio, ended):
+        return "HANG"
+
+    call = ScriptedCall(hear, greeting_s=0.3, turns=TurnSettings(stuck_reply_s=0.5))
+    asyncio.run(call.talk(speech_16k("Can I attend in the evening?"), over_greeting=False))
+    (record,) = [r for r in caplog.records if "a reply has run for" in r.getMessage()]
+    assert record.levelname == "WARNING"
+    assert "_answer (line" in record.getMessage() and "_speak (line" in record.getMessage()

@@ -20,7 +20,6 @@ marked interrupted. Turns land in the same history as every other channel.
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import logging
 import re
@@ -367,14 +366,12 @@ class RealtimeVoiceChat:
 
     def _report_stuck(self, reply: _Reply) -> None:
         """A reply still running long after any reply ends: the log says where it waits."""
-        stack = io.StringIO()
-        reply.task.print_stack(file=stack)
         logger.warning(
-            "call %s: a reply has run for %.0f s (timeline %s); it waits in:\n%s",
+            "call %s: a reply has run for %.0f s (timeline %s); it waits in %s",
             self.call_id,
             self.turns.stuck_reply_s,
             reply.timeline(),
-            stack.getvalue(),
+            " -> ".join(_awaiting(reply.task.get_coro())),
         )
 
     async def _cancel_reply(self, interrupted: bool = False, heard: str | None = None) -> None:
@@ -522,6 +519,16 @@ async def _one(text: str):
     """A scripted line as the sentences a reply would give."""
     for sentence in SentenceSplitter().feed(text, final=True):
         yield sentence
+
+
+def _awaiting(coro) -> list[str]:
+    """Where a suspended coroutine waits: its line and those of what it awaits, down to
+    the first awaitable that is no coroutine (the next item of an async generator, say)."""
+    where = []
+    while (frame := getattr(coro, "cr_frame", None)) is not None:
+        where.append(f"{frame.f_code.co_name} (line {frame.f_lineno})")
+        coro = coro.cr_await
+    return where
 
 
 def _played(text: str) -> tuple[int, float] | None:
