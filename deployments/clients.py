@@ -36,7 +36,8 @@ class _DeploymentClient:
         try:
             # `.remote()` itself raises for a deployment that failed to deploy.
             response = getattr(self._handle, method).remote(*args)
-            return await asyncio.wait_for(response, timeout_s or self._timeout_s)
+            async with asyncio.timeout(timeout_s or self._timeout_s):  # see _asked_to_stop
+                return await response
         except Exception as exc:  # timeouts, missing or dead replicas, engine errors
             _cancel(response)
             raise self._error(exc) from exc
@@ -54,7 +55,11 @@ class _DeploymentClient:
 def _asked_to_stop() -> bool:
     """Whether a CancelledError is this task's own: Serve also raises a bare one when the
     replica's side of a call was cancelled, and a caller that took that for its own
-    cancellation would wait for an answer that never comes. That one is a failure."""
+    cancellation would wait for an answer that never comes. That one is a failure.
+
+    The timeouts are `asyncio.timeout`, not `wait_for`: on Python 3.11 `wait_for` swallows
+    the task's cancellation when the answer lands at the same moment, and a streamed reply
+    cancelled that way ran on, holding the call's turn lock, for good."""
     task = asyncio.current_task()
     return task is None or task.cancelling() > 0
 
@@ -83,7 +88,8 @@ class ServeLLMClient(_DeploymentClient):
             responses = self._handle.options(stream=True).stream.remote(messages, max_tokens)
             while True:
                 try:
-                    delta = await asyncio.wait_for(anext(responses), self._timeout_s)
+                    async with asyncio.timeout(self._timeout_s):
+                        delta = await anext(responses)
                 except StopAsyncIteration:
                     return
                 yield delta
