@@ -2,6 +2,7 @@
 
 import asyncio
 import uuid
+from contextlib import suppress
 
 import pytest
 
@@ -83,6 +84,34 @@ async def test_turn_lock_gives_up_after_its_wait(redis_server):
         with pytest.raises(CallBusy):
             async with impatient.turn_lock(call.call_id):
                 pass
+    await impatient.close()
+
+
+async def test_a_turn_cancelled_anywhere_leaves_the_lock_free(redis_server):
+    """A streamed reply is cancelled whenever the lead talks on, also while Redis is
+    granting it the call's lock: it must end (redis-py can swallow that cancellation, and
+    the turn went on holding the lock), and the next turn must get the lock at once, not
+    after the lock's TTL. Cancelled at points spread over the acquisition's round trips."""
+    impatient = SessionStore(RedisSettings(url=redis_server.url, turn_lock_wait_s=1.0))
+    call = await impatient.create("Jane", "555", "Hello")
+
+    async def hold() -> None:
+        async with impatient.turn_lock(call.call_id):
+            await asyncio.sleep(10)
+
+    for n in range(60):
+        task = asyncio.ensure_future(hold())
+        for _ in range(n % 6):  # 0-5 turns of the event loop: mid-request, mid-reply, held
+            await asyncio.sleep(0)
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=2)
+        if not done:  # the cancellation was lost: the turn went on, holding the lock
+            task.cancel()
+        assert done, f"cancelled after {n % 6} loop turns, the turn went on"
+        with suppress(asyncio.CancelledError):
+            await task
+        async with impatient.turn_lock(call.call_id):  # CallBusy if it was left taken
+            pass
     await impatient.close()
 
 

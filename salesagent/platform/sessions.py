@@ -428,19 +428,30 @@ class SessionStore:
 
     @asynccontextmanager
     async def turn_lock(self, call_id: str) -> AsyncIterator[None]:
-        """Serialize turns on one call, across every ingress replica."""
+        """Serialize turns on one call, across every ingress replica. Safe to cancel at any
+        point: a turn cancelled while Redis granted it the lock, or while it gave it back,
+        must not leave the lock to stall the call's next turns for the lock's whole TTL."""
         lock = self._redis.lock(
             f"{KEY_PREFIX}{call_id}:lock",
             timeout=self._settings.turn_lock_ttl_s,
             blocking_timeout=self._settings.turn_lock_wait_s,
         )
-        if not await lock.acquire():
+        token = uuid.uuid4().hex.encode()  # ours, so a grant we never heard of can be undone
+        try:
+            acquired = await lock.acquire(token=token)
+            if asyncio.current_task().cancelling():  # redis-py can swallow a cancellation
+                raise asyncio.CancelledError
+        except BaseException:
+            with suppress(Exception):
+                await asyncio.shield(lock.do_release(token))
+            raise
+        if not acquired:
             raise CallBusy(call_id)
         try:
             yield
         finally:
             with suppress(LockError):  # expired while held; the next turn already owns it
-                await lock.release()
+                await asyncio.shield(lock.release())
 
     @asynccontextmanager
     async def websocket_claim(self, call_id: str, ttl_s: float) -> AsyncIterator[None]:
