@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from contextlib import suppress
 
 import numpy as np
 import pytest
@@ -421,3 +422,24 @@ def test_a_reply_that_is_stuck_is_logged_with_where_it_waits(caplog):
     (record,) = [r for r in caplog.records if "a reply has run for" in r.getMessage()]
     assert record.levelname == "WARNING"
     assert "_answer (line" in record.getMessage() and "_speak (line" in record.getMessage()
+
+
+def test_a_reply_that_swallows_its_cancellation_is_cancelled_again():
+    """The lead pauses mid-line (the work starts) and talks on (it is cancelled), but the
+    cancellation is lost below (as redis-py and 3.11's wait_for can lose one) and the
+    reply runs on: it is cancelled again, the listener goes on, and the line is answered
+    once. Before, the listener waited for that reply for good: the call went deaf."""
+    line = speech_16k("Sure, I have a few minutes. What is it about?")
+    lost = []
+
+    async def hear(audio, ended):
+        if not lost:
+            lost.append(True)
+            with suppress(asyncio.CancelledError):  # the lead talks on: a cancellation, lost
+                await asyncio.sleep(30)
+        return "Sure, I have a few minutes. What is it about?"
+
+    call = ScriptedCall(hear, greeting_s=0.3)
+    asyncio.run(call.talk(line, over_greeting=False))
+    assert lost and call.said("speech_stopped")
+    assert [m["type"] for m in call.sent].count("turn_done") == 1

@@ -56,6 +56,8 @@ from salesagent.voice.voice_chat import (
 
 logger = logging.getLogger("salesagent.voice")
 
+_CANCEL_AGAIN_S = 1.0  # a reply not ended this long after its cancellation gets another
+
 
 class _Reply:
     """The agent's answer to one utterance: a task, and whether it may speak yet."""
@@ -384,9 +386,14 @@ class RealtimeVoiceChat:
             said = self._playout.stop() if heard is None else heard
             if interrupted:
                 reply.turn.interrupt(said)
-        reply.task.cancel()
-        with suppress(BaseException):
-            await reply.task
+        # Cancelled again until it ends: a library below may swallow a cancellation (one
+        # whose awaited answer lands with it), and a reply that ran on would wait for an end
+        # of turn that never comes, holding the call's turn lock and this listener.
+        while not reply.task.done():
+            reply.task.cancel()
+            await asyncio.wait({reply.task}, timeout=_CANCEL_AGAIN_S)
+        if not reply.task.cancelled():
+            reply.task.exception()  # it ended on its own meanwhile; its end is taken
 
     async def _answer(self, reply: _Reply, audio) -> None:
         """The reply to one utterance, to its end: answered (`turn_done`), or failed (an
