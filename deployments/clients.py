@@ -59,7 +59,7 @@ def _asked_to_stop() -> bool:
 
     The timeouts are `asyncio.timeout`, not `wait_for`: on Python 3.11 `wait_for` swallows
     the task's cancellation when the answer lands at the same moment, and a streamed reply
-    cancelled that way ran on, holding the call's turn lock, for good."""
+    cancelled that way would run on, holding the call's turn lock."""
     task = asyncio.current_task()
     return task is None or task.cancelling() > 0
 
