@@ -36,7 +36,10 @@ class _DeploymentClient:
         try:
             # `.remote()` itself raises for a deployment that failed to deploy.
             response = getattr(self._handle, method).remote(*args)
-            async with asyncio.timeout(timeout_s or self._timeout_s):  # see _asked_to_stop
+            # `asyncio.timeout`, not `wait_for`: on Python 3.11 `wait_for` swallows the task's
+            # cancellation when the answer lands at the same moment, and a streamed reply
+            # cancelled that way would run on, holding the call's turn lock.
+            async with asyncio.timeout(timeout_s or self._timeout_s):
                 return await response
         except Exception as exc:  # timeouts, missing or dead replicas, engine errors
             _cancel(response)
@@ -55,11 +58,7 @@ class _DeploymentClient:
 def _asked_to_stop() -> bool:
     """Whether a CancelledError is this task's own: Serve also raises a bare one when the
     replica's side of a call was cancelled, and a caller that took that for its own
-    cancellation would wait for an answer that never comes. That one is a failure.
-
-    The timeouts are `asyncio.timeout`, not `wait_for`: on Python 3.11 `wait_for` swallows
-    the task's cancellation when the answer lands at the same moment, and a streamed reply
-    cancelled that way would run on, holding the call's turn lock."""
+    cancellation would wait for an answer that never comes. That one is a failure."""
     task = asyncio.current_task()
     return task is None or task.cancelling() > 0
 
