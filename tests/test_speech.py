@@ -214,3 +214,15 @@ def test_speech_longer_than_the_short_path_takes_the_usual_one(engines, stt):
     transcript = stt.transcribe(samples)
     assert len(transcript.segments) > 1  # Whisper's own segments, with their times
     assert word_error_rate(script, transcript.text) <= MAX_WER["hibari"]
+
+
+def test_a_transcript_says_when_whisper_had_to_guess(engines, stt):
+    # "Uh-huh" cut off at 0.7 s is unlikely at greedy decoding, so Whisper samples: the words
+    # vary from run to run ("Uh-huh.", "It's hot.", "Aha.") and the transcript is unsure.
+    samples = decode_audio(engines["hibari"].synthesize("Uh-huh.").to_wav(), **LIMITS).samples
+    guessed = stt.transcribe(samples[: int(0.7 * SAMPLE_RATE)])
+    assert guessed.text and not guessed.sure
+    for line in ["Stop.", "Who is this?"]:
+        said = decode_audio(engines["hibari"].synthesize(line).to_wav(), **LIMITS).samples
+        heard = stt.transcribe(said)
+        assert heard.sure and word_error_rate(line, heard.text) == 0, heard.text

@@ -17,6 +17,7 @@ from salesagent.voice.audio import AudioError, read_wav
 from salesagent.voice.pcm import PcmInput, pcm16_at
 from salesagent.voice.playout import Playout, heard_part
 from salesagent.voice.realtime import _is_backchannel, _played
+from salesagent.voice.stt import Transcript
 from salesagent.voice.turns import TurnEvent, TurnSegmenter, TurnSettings
 from tests.speech import spoken_wav
 
@@ -292,7 +293,8 @@ class ScriptedCall:
             async def transcribe(self, call_id, audio):
                 scripted.heard_calls += 1
                 ended = scripted.said("speech_stopped")
-                return await hear(audio, ended)
+                heard = await hear(audio, ended)  # words, or a Transcript to say how sure
+                return heard if isinstance(heard, Transcript) else Transcript(heard, "en", 1, 0)
 
             @asynccontextmanager
             async def turn(self, call_id, text, channel):
@@ -394,6 +396,26 @@ def test_a_backchannel_over_the_agent_is_no_turn_and_the_agent_goes_on():
     assert call.heard_calls >= 1
     assert call.turns == [] and not call.said("interrupted")
     assert call.said("speech_stopped")
+
+
+def test_a_short_sound_the_stt_guessed_at_does_not_interrupt_but_a_clear_word_does():
+    """An "uh-huh" over the greeting is sometimes heard as "It's hot." when Whisper has to
+    sample (unsure): a murmur, the greeting goes on. "Stop." heard surely interrupts."""
+    line = speech_16k("Uh-huh.")
+
+    async def guessed(audio, ended):
+        return Transcript("It's hot.", "en", 1, 0, sure=False)
+
+    call = ScriptedCall(guessed)
+    asyncio.run(call.talk(line))
+    assert call.said("speech_stopped") and call.turns == [] and not call.said("interrupted")
+
+    async def clear(audio, ended):
+        return "Stop."
+
+    call = ScriptedCall(clear)
+    asyncio.run(call.talk(speech_16k("Stop.")))
+    assert call.said("interrupted") and call.turns == ["Stop."]
 
 
 def test_a_turn_that_fails_unexpectedly_is_said_to_have_failed_and_the_next_is_answered():

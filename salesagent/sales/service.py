@@ -10,7 +10,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from time import perf_counter
 from typing import Protocol
@@ -238,18 +238,17 @@ class SalesCallService:
                 max_bytes=self.audio.max_bytes,
                 max_seconds=self.audio.max_seconds,
             )
-        return await self.transcribe(call_id, decoded.samples)
+        return (await self.transcribe(call_id, decoded.samples)).text
 
-    async def transcribe(self, call_id: str, samples: np.ndarray) -> str:
+    async def transcribe(self, call_id: str, samples: np.ndarray) -> Transcript:
         """The customer's words in 16 kHz samples, for an active call; NoSpeech if none."""
         # 404 (or the call's limits) before spending STT time.
         self._within_limits(await self.store.get_active(call_id))
         await self.llm.ready()  # no point transcribing a turn nobody can answer
         transcript = await self.stt.transcribe(samples)
-        text = transcript.text.strip()
-        if not text:
+        if not transcript.text.strip():
             raise NoSpeech("No speech was recognized in the audio")
-        return text
+        return replace(transcript, text=transcript.text.strip())
 
     async def speak(self, text: str) -> bytes:
         """The agent's line as WAV bytes; raises TTSFailed."""

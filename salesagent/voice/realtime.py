@@ -315,9 +315,10 @@ class RealtimeVoiceChat:
 
     async def _judge(self, barge: dict, audio) -> None:
         try:
-            text = await self.service.transcribe(self.call_id, audio)
+            heard = await self.service.transcribe(self.call_id, audio)
+            text, sure = heard.text, heard.sure
         except (NoSpeech, STTFailed, STTUnavailable, LLMUnavailable, CallNotFound):
-            text = ""
+            text, sure = "", True
         barge["checking"] = barge["undecided"] = False
         if self._barge is not barge:
             self._playout.resume()
@@ -332,7 +333,10 @@ class RealtimeVoiceChat:
             # heard as "It has."). The agent stays held while the whole of it is heard.
             self._judge_now(barge)
             return
-        if _is_backchannel(text, self.turns.backchannels):
+        # A short sound Whisper had to guess at ("uh-huh" comes out "It's hot." now and
+        # then) is a murmur, not a barge-in: the customer who means to interrupt says more.
+        murmur = barge["whole"] and not sure and len(text.split()) <= 2
+        if murmur or _is_backchannel(text, self.turns.backchannels):
             self.service.metrics.inc("salesagent_backchannels_total")
             self._playout.resume()
             if "ended_at" in barge:  # it is over, and it was no turn
@@ -427,7 +431,7 @@ class RealtimeVoiceChat:
 
     async def _reply_to(self, reply: _Reply, audio) -> None:
         try:
-            text = await self.service.transcribe(self.call_id, audio)
+            text = (await self.service.transcribe(self.call_id, audio)).text
         except NoSpeech:  # a noise, not words: no turn
             await reply.confirmed.wait()
             self._segmenter.take()

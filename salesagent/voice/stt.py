@@ -71,6 +71,9 @@ class Transcript:
     audio_seconds: float
     processing_seconds: float
     segments: list[Segment] = field(default_factory=list)
+    # False when Whisper had to guess: greedy decoding was unlikely, so it sampled (its
+    # temperature fallback), and the same audio may come out as other words another time.
+    sure: bool = True
 
     @property
     def real_time_factor(self) -> float:
@@ -148,7 +151,7 @@ class WhisperSTT:
         text = None  # the short path needs the language set (tiny.en: English)
         if self._settings.language and len(speech) / SAMPLE_RATE <= self._settings.short_clip_s:
             text = "" if not len(speech) else self._short(speech)
-        language = self._settings.language or "en"
+        language, sure = self._settings.language or "en", True
         if text is not None:
             parts = [Segment(0.0, audio_seconds, text)] if text else []
         else:
@@ -162,14 +165,17 @@ class WhisperSTT:
                 condition_on_previous_text=False,
             )
             # `segments` is lazy: the decoding happens while it is consumed.
-            parts = [Segment(s.start, s.end, s.text.strip()) for s in segments]
+            decoded = list(segments)
+            parts = [Segment(s.start, s.end, s.text.strip()) for s in decoded]
             language = info.language
+            sure = all(s.temperature == 0 and s.avg_logprob >= _LOW_LOGPROB for s in decoded)
         return Transcript(
             text=" ".join(p.text for p in parts if p.text),
             language=language,
             audio_seconds=audio_seconds,
             processing_seconds=time.perf_counter() - started,
             segments=parts,
+            sure=sure,
         )
 
     def _speech(self, audio: np.ndarray) -> np.ndarray:
