@@ -16,13 +16,17 @@ from deployments.llm import LLMDeployment
 from deployments.stt import STTDeployment
 from deployments.tts import TTSDeployment
 from salesagent.platform.settings import Settings
+from salesagent.sales.catalog import load_catalog
+from salesagent.sales.conversation import sample_turn
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
     settings = Settings.from_args(args)
     return SalesIngress.bind(
         settings,
-        LLMDeployment.bind(settings.llm),
+        LLMDeployment.bind(
+            settings.llm, sample_turn=sample_turn(load_catalog(settings.catalog_path))
+        ),
         STTDeployment.bind(settings.stt),
         TTSDeployment.bind(settings.tts),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from time import perf_counter
 
@@ -9,10 +10,12 @@ import ray
 from ray import serve
 
 from deployments.telemetry import RayMetrics
-from salesagent.platform.engine import ChatEngine, Message, VLLMChatEngine
+from salesagent.platform.engine import ChatEngine, Message, SampleTurn, VLLMChatEngine, warm_up
 from salesagent.platform.fit import check_llm_share
 from salesagent.platform.metrics import timed
 from salesagent.platform.settings import LLMSettings
+
+logger = logging.getLogger("ray.serve")  # Serve writes it to the replica's log
 
 
 def _cuda_memory_gib() -> float | None:
@@ -33,9 +36,15 @@ def _cuda_memory_gib() -> float | None:
     max_ongoing_requests=32,
 )
 class LLMDeployment:
-    def __init__(self, settings: LLMSettings, engine: ChatEngine | None = None):
+    async def __init__(
+        self,
+        settings: LLMSettings,
+        engine: ChatEngine | None = None,
+        sample_turn: SampleTurn | None = None,
+    ):
         # `engine` lets a test inject a faulty engine; production builds vLLM from settings,
         # once the replica's GPU share is known to hold it (DoesNotFit says what to change).
+        # With `sample_turn`, the engine is warmed up before the replica takes requests.
         if engine is None:
             check_llm_share(
                 settings.model,
@@ -46,6 +55,10 @@ class LLMDeployment:
             )
         self._engine = engine or VLLMChatEngine(settings)
         self._metrics = RayMetrics()
+        if sample_turn is not None and settings.warm_up_calls:
+            started = perf_counter()
+            await warm_up(self._engine, sample_turn, settings.warm_up_calls)
+            logger.info("engine warmed up in %.1f s", perf_counter() - started)
 
     async def stream(
         self, messages: list[Message], max_tokens: int | None = None

@@ -1,6 +1,9 @@
 """Pure conversation logic: prompts, intents and settings. The reply's streaming stages
 (cleanup, sentences, grounding, the dialog policy) are tested in test_reply.py."""
 
+import asyncio
+
+from salesagent.platform.engine import Delta, warm_up
 from salesagent.platform.sessions import Speaker, entry
 from salesagent.platform.settings import Settings
 from salesagent.sales.catalog import load_catalog
@@ -9,6 +12,7 @@ from salesagent.sales.conversation import (
     greeting,
     intent_messages,
     reply_messages,
+    sample_turn,
 )
 
 CATALOG = load_catalog()
@@ -68,3 +72,32 @@ def test_settings_merge_env_then_args(monkeypatch):
     assert settings.llm.temperature == 0.1  # from args, beside it
     assert settings.redis.url == "redis://127.0.0.1:7000/1"
     assert settings.health_timeout_s == 1.0
+
+
+def test_a_new_engine_is_warmed_with_a_real_turn_alone_then_several_at_once():
+    """The warm-up sends what a turn sends (every line-reading request, with a topic, and
+    the reply prompt), first alone, then for `calls` calls together."""
+    turn = sample_turn(CATALOG)
+    assert [choices for _, choices in turn.choices][-1] == ["price", "schedule"]
+    assert turn.reply[0]["role"] == "system" and turn.reply[-1]["role"] == "user"
+    log: list[tuple[str, int]] = []
+    running = 0
+
+    class Engine:
+        async def choose(self, messages, choices):
+            nonlocal running
+            running += 1
+            log.append(("choose", running))
+            await asyncio.sleep(0.01)
+            running -= 1
+            return choices[0]
+
+        async def stream_chat(self, messages, max_tokens=None):
+            log.append(("reply", max_tokens))
+            yield Delta("Hi", 1)
+
+    asyncio.run(warm_up(Engine(), turn, calls=3))
+    per_turn = len(turn.choices)
+    assert [kind for kind, _ in log].count("reply") == 4  # one alone, three together
+    assert max(n for kind, n in log[: per_turn + 1] if kind == "choose") == per_turn
+    assert max(n for kind, n in log if kind == "choose") == 3 * per_turn

@@ -64,6 +64,9 @@ class LLMSettings(BaseModel):
     temperature: float = 0.6
     top_p: float = 0.9
     seed: int = 0
+    # Before a replica takes calls, one sample turn runs alone, then this many at once (a
+    # fresh engine's first requests are slow); 0: no warm-up.
+    warm_up_calls: int = Field(default=2, ge=0, le=64)
     # A turn that takes longer than this fails with 503 instead of hanging the caller.
     request_timeout_s: float = 120.0
 

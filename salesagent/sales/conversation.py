@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 
-from salesagent.platform.sessions import HistoryEntry, Speaker
+from salesagent.platform.engine import SampleTurn
+from salesagent.platform.sessions import HistoryEntry, Speaker, entry
 from salesagent.sales.call_state import (
     OBJECTION_CHOICES,
     PUSHES_BACK,
@@ -201,6 +202,20 @@ def reading_requests(
         choices = topics if is_question(line) else [NO_TOPIC, *topics]
         requests.append((topic_messages(catalog, topics, line), choices))
     return requests
+
+
+def sample_turn(catalog: Catalog) -> SampleTurn:
+    """A first turn's LLM requests, which the LLM replica runs before it takes calls (its
+    engine's first requests are slow; the prompts' constant heads then sit in its cache)."""
+    name = "Sam Lee"
+    history = [
+        entry(Speaker.AGENT, greeting(catalog, name)),
+        entry(Speaker.CUSTOMER, "Sure. How much does the course cost, and how long is it?"),
+    ]
+    return SampleTurn(
+        reading_requests(history, catalog),
+        reply_messages(catalog, name, history, CustomerIntent.CONTINUE, len(history)),
+    )
 
 
 # A voicemail greeting says so: without one of these, the line is not a voicemail (a
