@@ -171,3 +171,4 @@ def test_a_full_fleet_refuses_new_calls_and_keeps_serving_its_own(admission_app,
         60,
         what="the admission metrics",
     )
+    assert 'kind="AtCapacity"' not in httpx.get(f"{admission_app}/metrics").text  # no error

@@ -262,14 +262,15 @@ class SessionStore:
             end_time=None,
             owner=owner,
         )
-        with timed(self._metrics, "redis"):
-            if capacity is not None:
+        if capacity is not None:
+            with timed(self._metrics, "redis"):
                 idle_since = time.time() - self._settings.idle_call_ttl_s
                 admitted, active = await self._admit(
                     keys=[ACTIVE_KEY], args=[idle_since, capacity, session.call_id, time.time()]
                 )
-                if not admitted:
-                    raise AtCapacity(capacity, int(active))
+            if not admitted:  # a refusal (counted by the service), not a Redis error
+                raise AtCapacity(capacity, int(active))
+        with timed(self._metrics, "redis"):
             try:
                 await self._create(session, first)
             except BaseException:
