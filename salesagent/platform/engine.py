@@ -158,8 +158,8 @@ class VLLMChatEngine:
 
 async def warm_up(engine: ChatEngine, turn: SampleTurn, calls: int) -> None:
     """Run `turn` alone, then for `calls` calls at once. A fresh vLLM CPU engine's first
-    requests take seconds (4.4 s for a turn's first line reading here, 0.8 s for the
-    next, ~0.4 s after); the callers of a new replica should not pay that."""
+    requests take seconds (the first line reading of two calls 4.4 s here, 1.0 s after
+    the warm-up; benchmarks/llm_warmup.py): the callers of a new replica should not pay."""
 
     async def one_turn() -> None:
         reply = engine.stream_chat(turn.reply, max_tokens=8)  # a few decode steps suffice
