@@ -246,9 +246,10 @@ class SalesCallService:
         self._within_limits(await self.store.get_active(call_id))
         await self.llm.ready()  # no point transcribing a turn nobody can answer
         transcript = await self.stt.transcribe(samples)
-        if not transcript.text.strip():
+        text = transcript.text.strip()
+        if not text:
             raise NoSpeech("No speech was recognized in the audio")
-        return replace(transcript, text=transcript.text.strip())
+        return replace(transcript, text=text)
 
     async def speak(self, text: str) -> bytes:
         """The agent's line as WAV bytes; raises TTSFailed."""
